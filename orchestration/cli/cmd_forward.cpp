@@ -1,0 +1,47 @@
+#include <CLI/CLI.hpp>
+#include <memory>
+
+#include "orchestration/checkpoint/safetensors.h"
+#include "orchestration/cli/commands.h"
+#include "orchestration/generate.h"
+
+namespace fulgur::cli {
+
+namespace {
+struct ForwardArgs {
+  std::string model_dir, tokens, out, device = "cpu";
+  int64_t chunk_size = 0;
+  int64_t decode_from = -1;
+};
+
+int run_forward(const ForwardArgs& a) {
+  if (a.device != "cpu") {
+    return fail("forward", Status(Errc::unsupported, "--device " + a.device +
+                                                         ": only the cpu device is available in this build"));
+  }
+  auto tokens = parse_token_list(a.tokens);
+  if (!tokens) return fail("forward", tokens.error());
+  auto loaded = load_model_dir(a.model_dir, false);
+  if (!loaded) return fail("forward", loaded.error());
+  ForwardOptions opt{.chunk_size = a.chunk_size, .decode_from = a.decode_from};
+  auto logits = forward_all_logits(*loaded->model, *tokens, opt);
+  if (!logits) return fail("forward", logits.error());
+  if (auto st = write_safetensors(a.out, {{"logits", *logits}}); !st.is_ok()) return fail("forward", st);
+  return 0;
+}
+}  // namespace
+
+Run add_forward(CLI::App& app) {
+  auto a = std::make_shared<ForwardArgs>();
+  app.add_option("--model", a->model_dir, "Model directory (config.json + safetensors)")->required();
+  app.add_option("--tokens", a->tokens, "Comma-separated token ids, e.g. 1,2,3")->required();
+  app.add_option("--out", a->out, "Output .safetensors file; receives F32 'logits' [T, vocab]")->required();
+  app.add_option("--chunk-size", a->chunk_size, "Prefill in chunks of N tokens, carrying state")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--decode-from", a->decode_from, "Prefill tokens [0, K), then decode one token at a time")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--device", a->device, "Device to run on")->check(CLI::IsMember({"cpu", "cuda"}));
+  return [a] { return run_forward(*a); };
+}
+
+}  // namespace fulgur::cli

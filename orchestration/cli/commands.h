@@ -1,0 +1,28 @@
+// The `fulgur` subcommands. Each registers its options on the CLI11 app and returns the function
+// that runs it; a command returns the process exit code (0 ok, 1 failure with a message on stderr).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "devices/status.h"
+
+namespace CLI {
+class App;
+}
+
+namespace fulgur::cli {
+
+using Run = std::function<int()>;
+
+Run add_forward(CLI::App& app);
+Run add_generate(CLI::App& app);
+Run add_init_model(CLI::App& app);
+
+// "1,2,3" -> {1, 2, 3}; an empty item, a non-number or a value outside int32 is an error naming it.
+Expected<std::vector<int32_t>> parse_token_list(const std::string& text);
+// Prints "fulgur <command>: <message>" to stderr and returns 1.
+int fail(const std::string& command, const Status& status);
+
+}  // namespace fulgur::cli
