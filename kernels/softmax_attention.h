@@ -62,9 +62,11 @@ struct PagedAttentionParams {
   int64_t page_size = 0;
   float scale = 1.f;     // 1/sqrt(D)
   float* out = nullptr;  // [num_tokens, H, D] contiguous
-  float* workspace = nullptr;  // >= max context length floats (scores)
+  float* workspace = nullptr;  // >= paged_attention_workspace_floats(longest context, D) floats
   int64_t workspace_floats = 0;
 };
+// Scratch for one sequence: its K and V gathered per kv head, and scores of one query tile.
+int64_t paged_attention_workspace_floats(int64_t max_context, int64_t head_dim);
 KernelStatus paged_attention_cpu(const PagedAttentionParams& p);
 
 }  // namespace fulgur::kernels

@@ -40,7 +40,8 @@ Status SoftmaxAttention::forward(const Tensor& h, const BatchLayout& batch, Tens
 
   int64_t max_ctx = 1;
   for (int32_t c : batch.context_lens) max_ctx = std::max<int64_t>(max_ctx, c);
-  Tensor scores = Tensor::empty(DType::f32, {max_ctx});
+  const int64_t ws_floats = kernels::paged_attention_workspace_floats(max_ctx, D);
+  Tensor workspace = Tensor::empty(DType::f32, {ws_floats});
   Tensor attn = Tensor::empty(DType::f32, {T, H * D});
   kernels::PagedAttentionParams ap;
   ap.q = q.data<float>(), ap.q_token_stride = H * D;
@@ -50,7 +51,7 @@ Status SoftmaxAttention::forward(const Tensor& h, const BatchLayout& batch, Tens
   ap.num_seqs = batch.num_seqs(), ap.num_heads = H, ap.num_kv_heads = KV, ap.head_dim = D;
   ap.num_blocks = num_blocks, ap.page_size = page_size;
   ap.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  ap.out = attn.data<float>(), ap.workspace = scores.data<float>(), ap.workspace_floats = max_ctx;
+  ap.out = attn.data<float>(), ap.workspace = workspace.data<float>(), ap.workspace_floats = ws_floats;
   if (auto ks = kernels::paged_attention_cpu(ap); !ks.ok()) return Status(Errc::internal, where + ks.error);
   return linear(attn, w_.o_proj, out, "o_proj");
 }

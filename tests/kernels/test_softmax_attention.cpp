@@ -99,14 +99,14 @@ TEST_P(PagedAttention, MatchesNaiveWithShuffledPages) {
                        .v_cache = vc.data(), .slot_mapping = slots.data(), .num_tokens = c.ctx,
                        .num_kv_heads = c.KV, .head_dim = c.D, .num_blocks = num_blocks, .page_size = c.page};
   ASSERT_TRUE(kv_cache_write_cpu(w).ok());
-  std::vector<float> out(c.nq * c.H * c.D, NAN), ws(c.ctx);
+  std::vector<float> out(c.nq * c.H * c.D, NAN), ws(paged_attention_workspace_floats(c.ctx, c.D));
   int32_t cu[2] = {0, static_cast<int32_t>(c.nq)}, ctx = static_cast<int32_t>(c.ctx);
   PagedAttentionParams p{.q = q.data(), .q_token_stride = c.H * c.D, .k_cache = kc.data(), .v_cache = vc.data(),
                          .block_tables = pages.data(), .max_blocks_per_seq = pages_needed, .cu_seqlens_q = cu,
                          .context_lens = &ctx, .num_seqs = 1, .num_heads = c.H, .num_kv_heads = c.KV,
                          .head_dim = c.D, .num_blocks = num_blocks, .page_size = c.page,
                          .scale = static_cast<float>(1.0 / std::sqrt(double(c.D))), .out = out.data(),
-                         .workspace = ws.data(), .workspace_floats = c.ctx};
+                         .workspace = ws.data(), .workspace_floats = static_cast<int64_t>(ws.size())};
   ASSERT_TRUE(paged_attention_cpu(p).ok());
   std::vector<double> ref = attention_ref(q, k, v, c.nq, c.ctx, c.H, c.KV, c.D);
   EXPECT_LT(test::rel_l2(out, ref), 1e-5) << test::first_mismatch(out, ref, 1e-4);
@@ -118,16 +118,17 @@ INSTANTIATE_TEST_SUITE_P(HostileShapes, PagedAttention,
                                            AttnCase{256, 256, 4, 4, 8, 16},    // MHA
                                            AttnCase{257, 257, 4, 1, 8, 32},    // MQA, page boundary + 1
                                            AttnCase{300, 1, 8, 2, 16, 16},     // decode
-                                           AttnCase{300, 45, 6, 3, 8, 7}));    // chunk at the end, odd page
+                                           AttnCase{300, 45, 6, 3, 8, 7},      // chunk at the end, odd page
+                                           AttnCase{200, 130, 4, 2, 8, 16}));  // several query tiles
 
 TEST(PagedAttention, RejectsContextShorterThanQueries) {
-  std::vector<float> q(16), kc(16), vc(16), out(16), ws(4);
+  std::vector<float> q(16), kc(16), vc(16), out(16), ws(paged_attention_workspace_floats(4, 4));
   int32_t table = 0, cu[2] = {0, 2}, ctx = 1;
   PagedAttentionParams p{.q = q.data(), .q_token_stride = 4, .k_cache = kc.data(), .v_cache = vc.data(),
                          .block_tables = &table, .max_blocks_per_seq = 1, .cu_seqlens_q = cu, .context_lens = &ctx,
                          .num_seqs = 1, .num_heads = 1, .num_kv_heads = 1, .head_dim = 4, .num_blocks = 1,
                          .page_size = 4, .scale = 0.5f, .out = out.data(), .workspace = ws.data(),
-                         .workspace_floats = 4};
+                         .workspace_floats = static_cast<int64_t>(ws.size())};
   EXPECT_FALSE(paged_attention_cpu(p).ok());
 }
 
