@@ -30,7 +30,7 @@ TEST(RmsNorm, MatchesDoubleReference) {
 }
 
 TEST(Gemm, NtMatchesNaiveWithStridesAndBeta) {
-  for (int64_t m : {1, 255, 256, 257}) {
+  for (int64_t m : {1, 2, 255, 256, 257}) {
     const int64_t n = 33, k = 70, lda = 75, ldc = 40;
     std::vector<float> a = test::random_floats(m * lda, m), b = test::random_floats(n * k, m + 1);
     std::vector<float> c = test::random_floats(m * ldc, m + 2);
