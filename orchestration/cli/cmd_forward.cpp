@@ -1,6 +1,7 @@
 #include <CLI/CLI.hpp>
 #include <memory>
 
+#include "devices/device.h"
 #include "orchestration/checkpoint/safetensors.h"
 #include "orchestration/cli/commands.h"
 #include "orchestration/generate.h"
@@ -15,10 +16,7 @@ struct ForwardArgs {
 };
 
 int run_forward(const ForwardArgs& a) {
-  if (a.device != "cpu") {
-    return fail("forward", Status(Errc::unsupported, "--device " + a.device +
-                                                         ": only the cpu device is available in this build"));
-  }
+  if (auto device = select_device(a.device); !device) return fail("forward", device.error());
   auto tokens = parse_token_list(a.tokens);
   if (!tokens) return fail("forward", tokens.error());
   auto loaded = load_model_dir(a.model_dir, false);
@@ -40,7 +38,7 @@ Run add_forward(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   app.add_option("--decode-from", a->decode_from, "Prefill tokens [0, K), then decode one token at a time")
       ->check(CLI::PositiveNumber);
-  app.add_option("--device", a->device, "Device to run on")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", a->device, "Device to run on: cpu, cuda or cuda:N");
   return [a] { return run_forward(*a); };
 }
 
