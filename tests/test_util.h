@@ -1,7 +1,10 @@
 // Helpers shared by the tests: seeded random data and error measures.
 #pragma once
 
+#include <stdlib.h>
+
 #include <cmath>
+#include <filesystem>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -41,5 +44,25 @@ std::string first_mismatch(const A& a, const B& b, double tol) {
   }
   return "no element mismatch above tolerance";
 }
+
+// A fresh directory under /tmp, removed with everything in it at scope exit.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/fulgur_test_XXXXXX";
+    path_ = mkdtemp(tmpl) ? tmpl : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace fulgur::test

@@ -14,25 +14,12 @@
 
 #include "orchestration/checkpoint/checkpoint.h"
 
+#include "test_util.h"
+
 namespace fulgur {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/fulgur_ckpt_XXXXXX";
-    path_ = mkdtemp(tmpl) ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 // hidden 16, 3 layers (lightning, softmax, lightning), 2 heads of 4 (q_size 8 != hidden),
 // 1 kv head, 4 experts of width 8, vocab 32.
