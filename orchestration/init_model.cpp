@@ -54,7 +54,7 @@ ModelConfig demo_model_config() {
   c.head_dim = 64;
   c.rotary_dim = 32;
   c.rope_theta = 10000000.0;
-  c.vocab_size = 2048;
+  c.vocab_size = 512;  // the embedded training text fills a 512-id BPE with real merges
   c.num_local_experts = 8;
   c.num_experts_per_tok = 2;
   c.intermediate_size = 512;
