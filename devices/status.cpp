@@ -13,6 +13,9 @@ const char* errc_name(Errc code) {
     case Errc::not_found: return "not_found";
     case Errc::unsupported: return "unsupported";
     case Errc::out_of_memory: return "out_of_memory";
+    case Errc::overloaded: return "overloaded";
+    case Errc::cancelled: return "cancelled";
+    case Errc::unavailable: return "unavailable";
     case Errc::internal: return "internal";
   }
   return "unknown";

@@ -24,6 +24,9 @@ enum class Errc : int {
   not_found,          // missing file or tensor
   unsupported,        // valid input this build does not handle (dtype, device)
   out_of_memory,
+  overloaded,         // admission refused: queue full (HTTP 429)
+  cancelled,          // the request was cancelled (client went away, or by API)
+  unavailable,        // a node or actor that the work needs is gone (HTTP 503)
   internal,
 };
 
