@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repository root: build (unless prebuilt binaries were carried in
+# .cache/gpu-lightning), run the CUDA tests, our lightning benchmark and the torch competitor, and print a
+# short table last. Logs and JSON go to $OUT (or ./gpu-out when OUT is unset).
+#
+# Prebuilt route (development machine, one job):
+#   cmake -S . -B build-gpu -G Ninja -DFULGUR_CUDA=ON && ninja -C build-gpu -j1 test_cuda bench_lightning
+#   mkdir -p .cache/gpu-lightning/lib && cp build-gpu/bin/test_cuda build-gpu/bench/bench_lightning .cache/gpu-lightning/
+#   cp libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 .cache/gpu-lightning/lib/   (test_cuda's CPU reference)
+# then carry .cache/gpu-lightning. Without it, the benchmark is built here with nvcc (the tests need GoogleTest,
+# CAF and OpenBLAS, which that machine lacks: see ../shared/docs/gpu.md).
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+BIN=${BIN:-.cache/gpu-lightning}
+QUICK=${QUICK:-}
+export LD_LIBRARY_PATH=$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}  # cuBLAS for test_cuda_devices
+
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+if [ ! -x "$BIN/bench_lightning" ]; then
+  mkdir -p "$BIN"
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_lightning.cu \
+    kernels/cuda/lightning_attention.cu kernels/cuda/runtime.cu -o "$BIN/bench_lightning" 2>&1 | tee "$OUT/build.log"
+fi
+
+test_rc=skipped
+if [ -x "$BIN/test_cuda" ]; then
+  "$BIN/test_cuda" --gtest_color=no 2>&1 | tee "$OUT/test.log"
+  test_rc=${PIPESTATUS[0]}
+fi
+
+devices_rc=skipped
+if [ -x "$BIN/test_cuda_devices" ]; then
+  "$BIN/test_cuda_devices" --gtest_color=no 2>&1 | tee "$OUT/test_devices.log"
+  devices_rc=${PIPESTATUS[0]}
+fi
+
+"$BIN/bench_lightning" ${QUICK:+--quick} --json "$OUT/bench.json" > "$OUT/bench.stdout" 2> >(tee "$OUT/bench.log" >&2)
+bench_rc=$?
+PYTHONUNBUFFERED=1 python3 bench/gpu/torch_lightning.py ${QUICK:+--quick} --json "$OUT/torch.json" > "$OUT/torch.stdout" \
+  2> >(tee "$OUT/torch.log" >&2)
+torch_rc=$?
+sleep 1
+
+python3 - "$OUT" "$test_rc" <<'EOF'
+import json, os, re, sys
+out, test_rc = sys.argv[1], sys.argv[2]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        return {"error": str(e)}
+b, t = load("bench.json"), load("torch.json")
+print("\n==== lightning attention, %s ====" % b.get("device", "?"))
+if os.path.exists(os.path.join(out, "test.log")):
+    log = open(os.path.join(out, "test.log")).read()
+    m = re.findall(r"\[  (PASSED|FAILED)  \].*", log)
+    print("tests: rc=%s  %s" % (test_rc, "; ".join(x for x in re.findall(r"\[  (?:PASSED|FAILED)  \] [^\n]*", log)[:6])))
+print("copy bandwidth (D2D, read+write): %.3f TB/s" % b.get("copy_bandwidth_TBps", float("nan")))
+print("exactness vs fp32 recurrence:", json.dumps(b.get("exactness_vs_fp32_recurrence")))
+tp = {r["T"]: r["ms"] for r in t.get("prefill_torch_blocked", [])}
+fl = {r["T"]: r.get("ms") for r in t.get("prefill_fla_chunk_simple_gla", [])}
+print("exactness, split_state off:", json.dumps(b.get("exactness_vs_fp32_recurrence_split_state_off")))
+print("%-8s %-12s %10s %12s %8s %12s %10s" % ("prefill", "blk/SM,split", "ours ms", "roofline ms", "ratio", "torch ms", "fla ms"))
+for r in b.get("prefill", []):
+    print("%-8d %-12s %10.3f %12.3f %8.2f %12s %10s" % (r["T"], "%d,%d" % (r["blocks_per_sm"], r["split_state"]), r["ms"], r["roofline_ms"],
+          r["ratio_to_roofline"], tp.get(r["T"], "-"), fl.get(r["T"], "-")))
+print("FLA:", t.get("fla", "?"))
+td = {r["batch"]: r for r in t.get("decode_torch", [])}
+print("%-8s %12s %10s %8s %14s %10s" % ("decode B", "ours us/step", "ours TB/s", "of copy", "torch us/step", "torch TB/s"))
+for r in b.get("decode", []):
+    o = td.get(r["batch"], {})
+    print("%-8d %12.2f %10.3f %7.0f%% %14s %10s" % (r["batch"], r["us_per_layer_step"], r["state_TBps"],
+          100 * r["fraction_of_copy_bw"], o.get("us_per_layer_step", "-"), o.get("state_TBps", "-")))
+EOF
+echo "rc: tests=$test_rc devices=$devices_rc bench=$bench_rc torch=$torch_rc"
