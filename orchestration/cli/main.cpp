@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   add("generate", "Generate text from a prompt", fulgur::cli::add_generate);
   add("init-model", "Write a random-weight checkpoint (config.json, safetensors, tokenizer.json)",
       fulgur::cli::add_init_model);
+  add("serve", "Serve a model over HTTP (OpenAI API: completions, chat completions, SSE streaming)",
+      fulgur::cli::add_serve);
   auto known = [&](const std::string& name) {
     for (auto& [sub, run] : commands) {
       if (sub->get_name() == name) return true;
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
     return false;
   };
   if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
-    std::cerr << "fulgur: unknown command '" << argv[1] << "' (commands: forward, generate, init-model; see --help)\n";
+    std::cerr << "fulgur: unknown command '" << argv[1] << "' (commands: forward, generate, init-model, serve; see --help)\n";
     return 2;
   }
   try {
