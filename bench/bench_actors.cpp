@@ -19,6 +19,7 @@
 #include <caf/all.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_model.h"
 #include "orchestration/init_model.h"
 #include "orchestration/serving/actor_engine.h"
 #include "protocols/serving/caf_config.h"
@@ -29,28 +30,11 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 struct Args {
-  int64_t hidden = 512, layers = 8, experts = 8, intermediate = 1024, vocab = 32000, heads = 8, head_dim = 64;
+  bench::ModelShape shape;
   int64_t prompt = 32, gen = 32, group_tokens = 32, inflight = 4;
   size_t threads = 2;
   std::string json;
 };
-
-ModelConfig bench_config(const Args& a) {  // the shape of bench_forward.cpp's bench_config
-  ModelConfig c = demo_model_config();
-  c.hidden_size = a.hidden;
-  c.num_hidden_layers = a.layers;
-  c.layer_types.clear();
-  for (int64_t l = 0; l < a.layers; ++l) c.layer_types.push_back(l % 8 == 7 ? LayerKind::softmax : LayerKind::lightning);
-  c.num_attention_heads = a.heads;
-  c.num_key_value_heads = 2;
-  c.head_dim = a.head_dim;
-  c.rotary_dim = a.head_dim / 2;
-  c.num_local_experts = a.experts;
-  c.intermediate_size = a.intermediate;
-  c.vocab_size = a.vocab;
-  c.max_position_embeddings = 1 << 20;
-  return c;
-}
 
 // Actor-to-actor round trips: a pinger actor requests a ponger `count` times in sequence.
 double actor_hop_round_trip_seconds(size_t threads, int64_t count) {
@@ -161,14 +145,14 @@ int main(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::stoul(v);
     else if (k == "--group-tokens") a.group_tokens = std::stoll(v);
     else if (k == "--inflight") a.inflight = std::stoll(v);
-    else if (k == "--layers") a.layers = std::stoll(v);
+    else if (k == "--layers") a.shape.layers = std::stoll(v);
     else if (k == "--json") a.json = v;
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
-  const ModelConfig cfg = bench_config(a);
+  const ModelConfig cfg = bench::bench_model_config(a.shape);
   auto model_or = Model::create(cfg, random_model_weights(cfg, 1));
   if (!model_or) {
     std::fprintf(stderr, "%s\n", model_or.error().to_string().c_str());

@@ -16,6 +16,7 @@
 
 #include "actors/layers/model.h"
 #include "kernels/gemm.h"
+#include "bench/bench_model.h"
 #include "orchestration/init_model.h"
 
 using namespace fulgur;
@@ -24,7 +25,7 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 struct Args {
-  int64_t hidden = 512, layers = 8, experts = 8, intermediate = 1024, vocab = 32000, heads = 8, head_dim = 64;
+  bench::ModelShape shape;
   int repeats = 3;
   std::string json;
 };
@@ -50,23 +51,6 @@ double sgemm_gflops(int64_t m, int64_t n, int64_t k, int repeats) {
   return 2.0 * m * n * k / median(times) / 1e9;
 }
 
-ModelConfig bench_config(const Args& a) {
-  ModelConfig c = demo_model_config();
-  c.hidden_size = a.hidden;
-  c.num_hidden_layers = a.layers;
-  c.layer_types.clear();
-  for (int64_t l = 0; l < a.layers; ++l) c.layer_types.push_back(l % 8 == 7 ? LayerKind::softmax : LayerKind::lightning);
-  c.num_attention_heads = a.heads;
-  c.num_key_value_heads = 2;
-  c.head_dim = a.head_dim;
-  c.rotary_dim = a.head_dim / 2;
-  c.num_local_experts = a.experts;
-  c.intermediate_size = a.intermediate;
-  c.vocab_size = a.vocab;
-  c.max_position_embeddings = 1 << 20;
-  return c;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,11 +58,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const char* v = argv[i + 1];
-    if (k == "--hidden") a.hidden = std::stoll(v);
-    else if (k == "--layers") a.layers = std::stoll(v);
-    else if (k == "--experts") a.experts = std::stoll(v);
-    else if (k == "--intermediate") a.intermediate = std::stoll(v);
-    else if (k == "--vocab") a.vocab = std::stoll(v);
+    if (k == "--hidden") a.shape.hidden = std::stoll(v);
+    else if (k == "--layers") a.shape.layers = std::stoll(v);
+    else if (k == "--experts") a.shape.experts = std::stoll(v);
+    else if (k == "--intermediate") a.shape.intermediate = std::stoll(v);
+    else if (k == "--vocab") a.shape.vocab = std::stoll(v);
     else if (k == "--repeats") a.repeats = std::stoi(v);
     else if (k == "--json") a.json = v;
     else {
@@ -86,7 +70,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const ModelConfig cfg = bench_config(a);
+  const ModelConfig cfg = bench::bench_model_config(a.shape);
   auto model_or = Model::create(cfg, random_model_weights(cfg, 1));
   if (!model_or) {
     std::fprintf(stderr, "%s\n", model_or.error().to_string().c_str());

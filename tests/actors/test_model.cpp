@@ -8,47 +8,24 @@
 
 #include "actors/layers/model.h"
 #include "orchestration/init_model.h"
+#include "test_models.h"
 #include "test_util.h"
 
 namespace fulgur {
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig c = demo_model_config();
-  c.hidden_size = 48;
-  c.num_hidden_layers = 4;
-  c.layer_types = {LayerKind::lightning, LayerKind::softmax, LayerKind::lightning, LayerKind::lightning};
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 12;
-  c.rotary_dim = 6;
-  c.vocab_size = 300;
-  c.num_local_experts = 4;
-  c.intermediate_size = 40;
-  c.block_size = 16;
-  return c;
-}
+using test::make_test_model;
+using test::random_prompt;
 
-std::unique_ptr<Model> make_model(const ModelConfig& cfg, uint64_t seed) {
-  auto m = Model::create(cfg, random_model_weights(cfg, seed));
-  EXPECT_TRUE(m.has_value()) << (m ? "" : m.error().to_string());
-  return std::move(m).value();
-}
-
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = static_cast<int32_t>(rng() % vocab);
-  return t;
-}
+ModelConfig small_config() { return test::actor_test_config(); }
 
 std::vector<float> as_vector(const Tensor& t) { return {t.data<float>(), t.data<float>() + t.numel()}; }
 
 TEST(Model, ChunkedAndDecodeModesMatchOnePrefill) {
   const ModelConfig cfg = small_config();
-  auto model = make_model(cfg, 3);
+  auto model = make_test_model(3);
   for (int64_t T : {1, 15, 16, 17, 50}) {
-    const auto tokens = random_tokens(T, cfg.vocab_size, T);
+    const auto tokens = random_prompt(T, cfg.vocab_size, T);
     auto full = forward_all_logits(*model, tokens, {});
     ASSERT_TRUE(full.has_value()) << full.error().to_string();
     const auto ref = as_vector(*full);
@@ -65,7 +42,7 @@ TEST(Model, ChunkedAndDecodeModesMatchOnePrefill) {
 
 TEST(Model, PackedBatchEqualsSeparateSequences) {
   const ModelConfig cfg = small_config();
-  auto model = make_model(cfg, 4);
+  auto model = make_test_model(4);
   const std::vector<int64_t> lens = {9, 1, 33};
   const int64_t page = 4, max_blocks = 10;
   StatePools pools = StatePools::create(cfg, 3, 3 * max_blocks, page);
@@ -76,7 +53,7 @@ TEST(Model, PackedBatchEqualsSeparateSequences) {
   std::vector<int64_t> rows;
   // Sequence s uses slot (2 - s) and pages interleaved across sequences.
   for (int64_t s = 0; s < 3; ++s) {
-    const auto t = random_tokens(lens[s], cfg.vocab_size, 100 + s);
+    const auto t = random_prompt(lens[s], cfg.vocab_size, 100 + s);
     tokens.insert(tokens.end(), t.begin(), t.end());
     b.cu_seqlens.push_back(static_cast<int32_t>(tokens.size()));
     b.state_slots.push_back(static_cast<int32_t>(2 - s));
@@ -104,7 +81,7 @@ TEST(Model, PackedBatchEqualsSeparateSequences) {
 
 TEST(Model, RejectsBadTokensAndLayouts) {
   const ModelConfig cfg = small_config();
-  auto model = make_model(cfg, 5);
+  auto model = make_test_model(5);
   auto bad = forward_all_logits(*model, {1, 2, static_cast<int32_t>(cfg.vocab_size)}, {});
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("outside the vocabulary"), std::string::npos) << bad.error().to_string();
