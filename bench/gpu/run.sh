@@ -8,7 +8,7 @@
 #   mkdir -p .cache/gpu-lightning/lib && cp build-gpu/bin/test_cuda build-gpu/bench/bench_lightning .cache/gpu-lightning/
 #   cp libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 .cache/gpu-lightning/lib/   (test_cuda's CPU reference)
 # then carry .cache/gpu-lightning. Without it, the benchmark is built here with nvcc (the tests need GoogleTest,
-# CAF and OpenBLAS, which that machine lacks: see ../shared/docs/gpu.md).
+# CAF and OpenBLAS, which that machine lacks).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
