@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root: build (unless prebuilt binaries were carried in
-# .cache/gpu-lightning), run the CUDA tests, our lightning benchmark and the torch competitor, and print a
-# short table last. Logs and JSON go to $OUT (or ./gpu-out when OUT is unset).
+# .cache/gpu-lightning), run the CUDA tests (lightning, rmsnorm / DeepNorm, MoE router and permute,
+# embedding, greedy sampling), our lightning benchmark, the per-kernel timing lines (bench_kernels) and
+# the torch competitor, and print a short table last. Logs and JSON go to $OUT (or ./gpu-out when OUT is unset).
 #
 # Prebuilt route (development machine, one job):
-#   cmake -S . -B build-gpu -G Ninja -DFULGUR_CUDA=ON && ninja -C build-gpu -j1 test_cuda bench_lightning
-#   mkdir -p .cache/gpu-lightning/lib && cp build-gpu/bin/test_cuda build-gpu/bench/bench_lightning .cache/gpu-lightning/
+#   cmake -S . -B build-gpu -G Ninja -DFULGUR_CUDA=ON && ninja -C build-gpu -j1 test_cuda bench_lightning bench_kernels
+#   mkdir -p .cache/gpu-lightning/lib && cp build-gpu/bin/{test_cuda,bench_lightning,bench_kernels} .cache/gpu-lightning/
 #   cp libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 .cache/gpu-lightning/lib/   (test_cuda's CPU reference)
-# then carry .cache/gpu-lightning. Without it, the benchmark is built here with nvcc (the tests need GoogleTest,
-# CAF and OpenBLAS, which that machine lacks).
+# then carry .cache/gpu-lightning (BIN=... names another folder). Without it, the benchmarks are built here with
+# nvcc (the tests need GoogleTest, CAF and OpenBLAS, which that machine lacks).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -23,6 +24,12 @@ if [ ! -x "$BIN/bench_lightning" ]; then
   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_lightning.cu \
     kernels/cuda/lightning_attention.cu kernels/cuda/runtime.cu -o "$BIN/bench_lightning" 2>&1 | tee "$OUT/build.log"
 fi
+if [ ! -x "$BIN/bench_kernels" ]; then
+  mkdir -p "$BIN"
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_kernels.cu kernels/cuda/rmsnorm.cu \
+    kernels/cuda/moe_router.cu kernels/cuda/moe_permute.cu kernels/cuda/embedding.cu kernels/cuda/sampling.cu \
+    -o "$BIN/bench_kernels" 2>&1 | tee -a "$OUT/build.log"
+fi
 
 test_rc=skipped
 if [ -x "$BIN/test_cuda" ]; then
@@ -36,6 +43,8 @@ if [ -x "$BIN/test_cuda_devices" ]; then
   devices_rc=${PIPESTATUS[0]}
 fi
 
+"$BIN/bench_kernels" > "$OUT/bench_kernels.txt" 2>&1
+kernels_rc=$?
 "$BIN/bench_lightning" ${QUICK:+--quick} --json "$OUT/bench.json" > "$OUT/bench.stdout" 2> >(tee "$OUT/bench.log" >&2)
 bench_rc=$?
 PYTHONUNBUFFERED=1 python3 bench/gpu/torch_lightning.py ${QUICK:+--quick} --json "$OUT/torch.json" > "$OUT/torch.stdout" \
@@ -74,4 +83,6 @@ for r in b.get("decode", []):
     print("%-8d %12.2f %10.3f %7.0f%% %14s %10s" % (r["batch"], r["us_per_layer_step"], r["state_TBps"],
           100 * r["fraction_of_copy_bw"], o.get("us_per_layer_step", "-"), o.get("state_TBps", "-")))
 EOF
-echo "rc: tests=$test_rc devices=$devices_rc bench=$bench_rc torch=$torch_rc"
+echo "==== MoE-path kernels (bench_kernels) ===="
+cat "$OUT/bench_kernels.txt"
+echo "rc: tests=$test_rc devices=$devices_rc bench=$bench_rc kernels=$kernels_rc torch=$torch_rc"

@@ -5,6 +5,8 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/half.h"
+#include "kernels/moe_permute.h"
 #include "kernels/moe_router.h"
 #include "test_util.h"
 
@@ -63,6 +65,32 @@ TEST(MoeRouter, RejectsNanAndBadK) {
   logits[0] = 0.f;
   p.k = 3;
   EXPECT_FALSE(moe_router_cpu(p).ok());
+}
+
+// The permute reference on a hand-checked case: 3 tokens, k = 2, 4 experts, one id out of range.
+TEST(MoePermute, GroupsByExpertStablyAndDropsBadIds) {
+  const std::vector<int32_t> ids{2, 0, 0, 2, 9, 2};  // token 0: experts 2, 0; token 1: 0, 2; token 2: (dropped), 2
+  const int64_t T = 3, k = 2, E = 4, H = 2;
+  std::vector<uint16_t> h(T * H);
+  for (int64_t i = 0; i < T * H; ++i) h[i] = f32_to_bf16(float(i + 1));  // token t holds {2t+1, 2t+2}
+  std::vector<int32_t> off(E + 1), tok(T * k, -1), inv(T * k);
+  std::vector<uint16_t> perm(T * k * H, 0);
+  MoePermuteParams p{.topk_idx = ids.data(), .h = h.data(), .permuted = perm.data(), .expert_offsets = off.data(),
+                     .permuted_token = tok.data(), .inverse = inv.data(), .num_tokens = T, .k = k,
+                     .num_experts = E, .hidden = H};
+  ASSERT_TRUE(moe_permute_cpu(p).ok());
+  EXPECT_EQ(off, (std::vector<int32_t>{0, 2, 2, 5, 5}));        // expert 0: 2 rows, expert 2: 3 rows
+  EXPECT_EQ(inv, (std::vector<int32_t>{2, 0, 1, 3, -1, 4}));    // expert 0: tokens 0, 1; expert 2: tokens 0, 1, 2
+  EXPECT_EQ(std::vector<int32_t>(tok.begin(), tok.begin() + 5), (std::vector<int32_t>{0, 1, 0, 1, 2}));
+  EXPECT_EQ(bf16_to_f32(perm[4 * H]), 5.f);  // row 4 is token 2
+  // Identity experts, weights 0.25 / 0.75: every token comes back whole (the dropped slot adds nothing).
+  const std::vector<float> w{0.25f, 0.75f, 0.25f, 0.75f, 0.25f, 0.75f};
+  std::vector<uint16_t> out(T * H);
+  MoeUnpermuteParams u{.expert_out = perm.data(), .inverse = inv.data(), .topk_idx = ids.data(),
+                       .topk_weight = w.data(), .out = out.data(), .num_tokens = T, .k = k, .hidden = H};
+  ASSERT_TRUE(moe_unpermute_cpu(u).ok());
+  for (int64_t i = 0; i < 2 * H; ++i) EXPECT_EQ(bf16_to_f32(out[i]), float(i + 1));
+  EXPECT_EQ(bf16_to_f32(out[2 * H]), 0.75f * 5.f);
 }
 
 }  // namespace
