@@ -10,15 +10,24 @@
 #   cp libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 .cache/gpu-lightning/lib/   (test_cuda's CPU reference)
 # then carry .cache/gpu-lightning (BIN=... names another folder). Without it, the benchmarks are built here with
 # nvcc (the tests need GoogleTest, CAF and OpenBLAS, which that machine lacks).
+#
+# Expert FFN (bench_expert_ffn + torch_expert_ffn.py, issue "expert FFN as a grouped GEMM"): prebuilt like above
+# (`ninja -C build-gpu2 -j1 test_cuda bench_expert_ffn`, binaries and libs into .cache/gpu-expert), then
+#   ONLY=expert BIN=.cache/gpu-expert TEST_FILTER='CudaExpertFfn*' bash bench/gpu/run.sh
+# ONLY=expert skips the lightning / MoE-path sections; ONLY=lightning skips the expert one; TEST_FILTER is a
+# GoogleTest filter for test_cuda (default: all).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BIN=${BIN:-.cache/gpu-lightning}
 QUICK=${QUICK:-}
+ONLY=${ONLY:-}          # '', expert or lightning
+TEST_FILTER=${TEST_FILTER:-*}
 export LD_LIBRARY_PATH=$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}  # cuBLAS for test_cuda_devices
 
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
 
+if [ "$ONLY" != expert ]; then
 if [ ! -x "$BIN/bench_lightning" ]; then
   mkdir -p "$BIN"
   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_lightning.cu \
@@ -30,10 +39,16 @@ if [ ! -x "$BIN/bench_kernels" ]; then
     kernels/cuda/moe_router.cu kernels/cuda/moe_permute.cu kernels/cuda/embedding.cu kernels/cuda/sampling.cu \
     -o "$BIN/bench_kernels" 2>&1 | tee -a "$OUT/build.log"
 fi
+fi
+if [ "$ONLY" != lightning ] && [ ! -x "$BIN/bench_expert_ffn" ]; then
+  mkdir -p "$BIN"
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_expert_ffn.cu kernels/cuda/expert_ffn.cu \
+    -lcublas -o "$BIN/bench_expert_ffn" 2>&1 | tee -a "$OUT/build.log"
+fi
 
 test_rc=skipped
 if [ -x "$BIN/test_cuda" ]; then
-  "$BIN/test_cuda" --gtest_color=no 2>&1 | tee "$OUT/test.log"
+  "$BIN/test_cuda" --gtest_color=no --gtest_filter="$TEST_FILTER" 2>&1 | tee "$OUT/test.log"
   test_rc=${PIPESTATUS[0]}
 fi
 
@@ -41,6 +56,22 @@ devices_rc=skipped
 if [ -x "$BIN/test_cuda_devices" ]; then
   "$BIN/test_cuda_devices" --gtest_color=no 2>&1 | tee "$OUT/test_devices.log"
   devices_rc=${PIPESTATUS[0]}
+fi
+
+expert_rc=skipped
+etorch_rc=skipped
+if [ "$ONLY" != lightning ]; then
+  "$BIN/bench_expert_ffn" ${QUICK:+--quick} --json "$OUT/expert.json" 2>&1 | tee "$OUT/expert.txt"
+  expert_rc=${PIPESTATUS[0]}
+  PYTHONUNBUFFERED=1 python3 bench/gpu/torch_expert_ffn.py ${QUICK:+--quick} --json "$OUT/torch_expert.json" \
+    > "$OUT/torch_expert.stdout" 2> >(tee "$OUT/torch_expert.log" >&2)
+  etorch_rc=$?
+  sleep 1
+  python3 bench/gpu/expert_table.py "$OUT" "$test_rc"
+fi
+if [ "$ONLY" = expert ]; then
+  echo "rc: tests=$test_rc expert=$expert_rc torch=$etorch_rc"
+  exit 0
 fi
 
 "$BIN/bench_kernels" > "$OUT/bench_kernels.txt" 2>&1
@@ -85,4 +116,4 @@ for r in b.get("decode", []):
 EOF
 echo "==== MoE-path kernels (bench_kernels) ===="
 cat "$OUT/bench_kernels.txt"
-echo "rc: tests=$test_rc devices=$devices_rc bench=$bench_rc kernels=$kernels_rc torch=$torch_rc"
+echo "rc: tests=$test_rc devices=$devices_rc bench=$bench_rc kernels=$kernels_rc torch=$torch_rc expert=$expert_rc expert_torch=$etorch_rc"

@@ -1,0 +1,310 @@
+// Expert FFN of one MiniMax-Text-01 MoE layer (hidden 6144, 32 experts, intermediate 9216, top-2) on
+// the production kernels of kernels/cuda/expert_ffn.h, against cuBLAS dense bf16 GEMMs of the same FLOPs
+// in the same run:
+//  - prefill: T = 4k, 16k, 64k tokens (2T grouped rows), routing uniform / zipf (p_e ~ 1/(e+1)) / half
+//    (50 % of the rows on expert 0, the most top-2 allows); bf16 grouped (cublasGemmGroupedBatchedEx)
+//    and per-expert (cublasGemmEx loop) modes; FLOPs 6 * rows * hidden * inter; dense = one
+//    [2T, hidden] x [hidden, 2 inter] + one [2T, inter] x [inter, hidden] GEMM.
+//  - decode: 1, 4, 16, 64 rows per expert over all 32 experts, and one token's top-2 (2 experts x 1
+//    row): bf16 vs int8 weight-only, us and weight bytes per second.
+//  - the host round trip the bf16 path needs (expert offsets device -> host + stream sync).
+// CUDA events, median of the repeats after 2 warm-ups; weights (10.9 GB bf16) far exceed L2.
+// Correctness is the tests' job (tests/kernels/test_cuda_expert_ffn.cpp); printed cross-checks here
+// (grouped vs per-expert, int8 vs bf16) only guard the timed configurations.
+//
+//   bench_expert_ffn [--quick] [--json FILE]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/expert_ffn.h"
+
+namespace {
+
+using fulgur::kernels::KernelStatus;
+namespace cuda = fulgur::kernels::cuda;
+
+#define CHECK_CUDA(x)                                                                                   \
+  do {                                                                                                  \
+    cudaError_t e = (x);                                                                                \
+    if (e != cudaSuccess) {                                                                             \
+      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #x, __FILE__, __LINE__, cudaGetErrorString(e)); \
+      std::exit(1);                                                                                     \
+    }                                                                                                   \
+  } while (0)
+#define CHECK_CUBLAS(x)                                                                        \
+  do {                                                                                         \
+    cublasStatus_t e = (x);                                                                    \
+    if (e != CUBLAS_STATUS_SUCCESS) {                                                          \
+      std::fprintf(stderr, "%s failed at %s:%d: status %d\n", #x, __FILE__, __LINE__, int(e)); \
+      std::exit(1);                                                                            \
+    }                                                                                          \
+  } while (0)
+#define CHECK_KERNEL(x)                                     \
+  do {                                                      \
+    KernelStatus s = (x);                                   \
+    if (!s.ok()) {                                          \
+      std::fprintf(stderr, "%s failed: %s\n", #x, s.error); \
+      std::exit(1);                                         \
+    }                                                       \
+  } while (0)
+
+constexpr int64_t kHidden = 6144, kExperts = 32, kInter = 9216;
+
+__global__ void fill_bf16(__nv_bfloat16* x, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ static_cast<uint32_t>(i >> 32) * 97u ^ seed;
+    h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
+    x[i] = __float2bfloat16((static_cast<float>(h) * (1.f / 4294967296.f) * 2.f - 1.f) * scale);
+  }
+}
+
+template <class T>
+T* device(size_t n) {
+  void* p;
+  CHECK_CUDA(cudaMalloc(&p, std::max<size_t>(n * sizeof(T), 256)));
+  return static_cast<T*>(p);
+}
+
+template <class F>
+double median_ms(F&& f, int reps) {
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) f();
+  std::vector<float> ms;
+  for (int r = 0; r < reps; ++r) {
+    CHECK_CUDA(cudaEventRecord(a));
+    f();
+    CHECK_CUDA(cudaEventRecord(b));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float x;
+    CHECK_CUDA(cudaEventElapsedTime(&x, a, b));
+    ms.push_back(x);
+  }
+  CHECK_CUDA(cudaGetLastError());
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+std::vector<int32_t> routing(const std::string& kind, int64_t rows) {
+  std::vector<int32_t> c(kExperts, 0);
+  if (kind == "uniform") {
+    for (int64_t e = 0; e < kExperts; ++e) c[e] = static_cast<int32_t>(rows / kExperts + (e < rows % kExperts));
+  } else if (kind == "zipf") {
+    double hsum = 0;
+    for (int64_t e = 0; e < kExperts; ++e) hsum += 1.0 / (e + 1);
+    int64_t used = 0;
+    for (int64_t e = 0; e < kExperts; ++e) used += c[e] = static_cast<int32_t>(rows / (hsum * (e + 1)));
+    c[0] += static_cast<int32_t>(rows - used);
+  } else {  // half
+    c[0] = static_cast<int32_t>(rows / 2);
+    const int64_t rest = rows - c[0];
+    for (int64_t e = 1; e < kExperts; ++e) c[e] = static_cast<int32_t>(rest / 31 + (e - 1 < rest % 31));
+  }
+  return c;
+}
+
+std::vector<int32_t> offsets_of(const std::vector<int32_t>& c) {
+  std::vector<int32_t> off(c.size() + 1, 0);
+  for (size_t e = 0; e < c.size(); ++e) off[e + 1] = off[e] + c[e];
+  return off;
+}
+
+double rel_diff(const __nv_bfloat16* a, const __nv_bfloat16* b, size_t n) {
+  std::vector<__nv_bfloat16> ha(n), hb(n);
+  CHECK_CUDA(cudaMemcpy(ha.data(), a, n * 2, cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(hb.data(), b, n * 2, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double x = __bfloat162float(ha[i]), y = __bfloat162float(hb[i]);
+    num += (x - y) * (x - y), den += y * y;
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  const char* json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+  }
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  const int64_t H = kHidden, I = kInter, E = kExperts;
+  const std::vector<int64_t> Ts = quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{4096, 16384, 65536};
+  const int64_t max_rows = 2 * Ts.back();
+
+  auto* w13 = device<__nv_bfloat16>(size_t(E) * 2 * I * H);
+  auto* w2 = device<__nv_bfloat16>(size_t(E) * H * I);
+  auto* q13 = device<int8_t>(size_t(E) * 2 * I * H);
+  auto* q2 = device<int8_t>(size_t(E) * H * I);
+  auto* s13 = device<float>(size_t(E) * 2 * I);
+  auto* s2 = device<float>(size_t(E) * H);
+  auto* x = device<__nv_bfloat16>(size_t(max_rows) * H);
+  auto* y = device<__nv_bfloat16>(size_t(max_rows) * H);
+  auto* y2 = device<__nv_bfloat16>(size_t(max_rows) * H);
+  const size_t ws_bytes = std::max(cuda::expert_ffn_bf16_workspace_bytes(max_rows, E, I),
+                                   cuda::expert_ffn_int8_workspace_bytes(max_rows, I));
+  auto* ws = device<char>(ws_bytes);
+  auto* d_off = device<int32_t>(E + 1);
+  fill_bf16<<<4096, 256>>>(w13, size_t(E) * 2 * I * H, 1, 1.f / std::sqrt(float(H)));
+  fill_bf16<<<4096, 256>>>(w2, size_t(E) * H * I, 2, 1.f / std::sqrt(float(I)));
+  fill_bf16<<<4096, 256>>>(x, size_t(max_rows) * H, 3, 1.f);
+  CHECK_CUDA(cudaGetLastError());
+  cublasHandle_t blas;
+  CHECK_CUBLAS(cublasCreate(&blas));
+  CHECK_CUBLAS(cublasSetStream(blas, nullptr));
+
+  // int8 copies of the weights through the production quantiser (timed once: a load-time step).
+  cudaEvent_t qa, qb;
+  CHECK_CUDA(cudaEventCreate(&qa));
+  CHECK_CUDA(cudaEventCreate(&qb));
+  CHECK_CUDA(cudaEventRecord(qa));
+  CHECK_KERNEL(cuda::quantize_rows_int8({reinterpret_cast<uint16_t*>(w13), q13, s13, E * 2 * I, H}, nullptr));
+  CHECK_KERNEL(cuda::quantize_rows_int8({reinterpret_cast<uint16_t*>(w2), q2, s2, E * H, I}, nullptr));
+  CHECK_CUDA(cudaEventRecord(qb));
+  CHECK_CUDA(cudaEventSynchronize(qb));
+  float quant_ms = 0;
+  CHECK_CUDA(cudaEventElapsedTime(&quant_ms, qa, qb));
+  std::printf("quantize_rows_int8, whole layer (10.9 GB bf16 -> 5.4 GB int8): %.2f ms\n", quant_ms);
+
+  auto bf16_params = [&](const std::vector<int32_t>& off, cuda::ExpertGemmMode mode, __nv_bfloat16* out) {
+    cuda::ExpertFfnBf16Params p;
+    p.x = reinterpret_cast<uint16_t*>(x), p.w13 = reinterpret_cast<uint16_t*>(w13);
+    p.w2 = reinterpret_cast<uint16_t*>(w2), p.y = reinterpret_cast<uint16_t*>(out);
+    p.host_expert_offsets = off.data(), p.num_experts = E, p.hidden = H, p.inter = I;
+    p.workspace = ws, p.workspace_bytes = ws_bytes, p.blas = reinterpret_cast<cublasContext*>(blas), p.mode = mode;
+    return p;
+  };
+  auto int8_params = [&](int64_t rows, int64_t per_expert, __nv_bfloat16* out) {
+    cuda::ExpertFfnInt8Params p;
+    p.x = reinterpret_cast<uint16_t*>(x), p.expert_offsets = d_off, p.w13 = q13, p.w13_scale = s13, p.w2 = q2;
+    p.w2_scale = s2, p.y = reinterpret_cast<uint16_t*>(out), p.max_rows = rows, p.max_rows_per_expert = per_expert;
+    p.num_experts = E, p.hidden = H, p.inter = I, p.workspace = ws, p.workspace_bytes = ws_bytes;
+    return p;
+  };
+
+  std::string json = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"sms\": " +
+                     std::to_string(prop.multiProcessorCount) + ",\n  \"quantize_ms\": " + std::to_string(quant_ms) +
+                     ",\n  \"prefill\": [\n";
+  std::printf("\n%-6s %-8s %9s %9s %9s %9s %9s %9s %7s %9s\n", "T", "routing", "grp ms", "grp TF/s", "loop ms",
+              "loop TF/s", "dense ms", "dense TF", "ratio", "int8 ms");
+  bool first = true;
+  for (int64_t T : Ts) {
+    const int64_t rows = 2 * T;
+    const double flops = 6.0 * rows * H * I;
+    const int reps = T >= 65536 ? 5 : 10;
+    const float one = 1.f, zero = 0.f;
+    auto* h13 = reinterpret_cast<__nv_bfloat16*>(ws);
+    const double dense_ms = median_ms(
+        [&] {
+          CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, rows, H, &one, w13, CUDA_R_16BF, H, x,
+                                    CUDA_R_16BF, H, &zero, h13, CUDA_R_16BF, 2 * I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, H, rows, I, &one, w2, CUDA_R_16BF, I, h13,
+                                    CUDA_R_16BF, I, &zero, y, CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        },
+        reps);
+    const double dense_tf = flops / (dense_ms * 1e-3) / 1e12;
+    for (const char* kind : {"uniform", "zipf", "half"}) {
+      const std::vector<int32_t> off = offsets_of(routing(kind, rows));
+      const auto pg = bf16_params(off, cuda::ExpertGemmMode::grouped, y);
+      const auto pl = bf16_params(off, cuda::ExpertGemmMode::per_expert, y2);
+      const double g_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, reps);
+      const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, reps);
+      const double diff = T == Ts.front() ? rel_diff(y, y2, size_t(rows) * H) : -1;
+      double i8_ms = -1;
+      if (T == 4096) {
+        CHECK_CUDA(cudaMemcpy(d_off, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
+        const auto pi = int8_params(rows, 0, y2);
+        i8_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr)); }, 3);
+      }
+      int max_expert_rows = 0;
+      for (int64_t e = 0; e < E; ++e) max_expert_rows = std::max(max_expert_rows, off[e + 1] - off[e]);
+      const double g_tf = flops / (g_ms * 1e-3) / 1e12, l_tf = flops / (l_ms * 1e-3) / 1e12;
+      const double ratio = std::max(g_tf, l_tf) / dense_tf;
+      std::printf("%-6lld %-8s %9.3f %9.1f %9.3f %9.1f %9.3f %9.1f %6.0f%% %9.3f%s\n", (long long)T, kind, g_ms, g_tf,
+                  l_ms, l_tf, dense_ms, dense_tf, 100 * ratio, i8_ms,
+                  diff >= 0 ? ("   (grouped vs loop rel diff " + std::to_string(diff) + ")").c_str() : "");
+      char buf[512];
+      std::snprintf(buf, sizeof buf,
+                    "%s    {\"T\": %lld, \"rows\": %lld, \"routing\": \"%s\", \"max_expert_rows\": %d, \"grouped_ms\": %.4f, "
+                    "\"grouped_tflops\": %.2f, \"per_expert_ms\": %.4f, \"per_expert_tflops\": %.2f, \"dense_ms\": %.4f, "
+                    "\"dense_tflops\": %.2f, \"ratio_best_to_dense\": %.4f, \"int8_ms\": %.4f}",
+                    first ? "" : ",\n", (long long)T, (long long)rows, kind, max_expert_rows, g_ms, g_tf, l_ms, l_tf, dense_ms, dense_tf, ratio, i8_ms);
+      json += buf;
+      first = false;
+    }
+  }
+  json += "\n  ],\n";
+
+  // Host round trip of the offsets (what the bf16 path costs when they exist only on the device).
+  int32_t* h_off;
+  CHECK_CUDA(cudaMallocHost(&h_off, (E + 1) * 4));
+  std::vector<double> rt;
+  for (int i = 0; i < 200; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_CUDA(cudaMemcpyAsync(h_off, d_off, (E + 1) * 4, cudaMemcpyDeviceToHost, nullptr));
+    CHECK_CUDA(cudaStreamSynchronize(nullptr));
+    rt.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(rt.begin(), rt.end());
+  std::printf("\noffsets device -> host + stream sync (idle stream): median %.1f us, p90 %.1f us\n", rt[100], rt[180]);
+  json += "  \"offsets_roundtrip_us\": " + std::to_string(rt[100]) + ",\n  \"decode\": [\n";
+
+  std::printf("\n%-22s %6s %10s %10s %10s %9s %9s %8s %s\n", "decode", "rows", "bf16 grp", "bf16 loop", "int8 us",
+              "bf16 TB/s", "int8 TB/s", "speedup", "int8 vs bf16 rel diff");
+  first = true;
+  struct Dec { const char* name; int experts; int per_expert; };
+  for (const Dec d : {Dec{"1 token top-2", 2, 1}, Dec{"32 experts x 1", 32, 1}, Dec{"32 experts x 4", 32, 4},
+                      Dec{"32 experts x 16", 32, 16}, Dec{"32 experts x 64", 32, 64}}) {
+    std::vector<int32_t> c(E, 0);
+    for (int e = 0; e < d.experts; ++e) c[e * (E / d.experts)] = d.per_expert;
+    const std::vector<int32_t> off = offsets_of(c);
+    const int64_t rows = off[E];
+    CHECK_CUDA(cudaMemcpy(d_off, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
+    const auto pg = bf16_params(off, cuda::ExpertGemmMode::grouped, y);
+    const auto pl = bf16_params(off, cuda::ExpertGemmMode::per_expert, y);
+    const auto pi = int8_params(rows, d.per_expert, y2);
+    const double g_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, 20);
+    const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, 20);
+    const double i_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr)); }, 20);
+    CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr));
+    CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr));
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const double diff = rel_diff(y2, y, size_t(rows) * H);
+    const double wbytes = double(d.experts) * 3 * H * I;  // weight elements of the active experts
+    const double bf = std::min(g_ms, l_ms);
+    std::printf("%-22s %6lld %10.1f %10.1f %10.1f %9.2f %9.2f %7.2fx %.3g\n", d.name, (long long)rows, g_ms * 1e3,
+                l_ms * 1e3, i_ms * 1e3, wbytes * 2 / (bf * 1e-3) / 1e12, wbytes / (i_ms * 1e-3) / 1e12, bf / i_ms, diff);
+    char buf[384];
+    std::snprintf(buf, sizeof buf,
+                  "%s    {\"case\": \"%s\", \"experts\": %d, \"rows_per_expert\": %d, \"bf16_grouped_us\": %.2f, "
+                  "\"bf16_per_expert_us\": %.2f, \"int8_us\": %.2f, \"int8_weight_TBps\": %.3f, \"int8_vs_bf16_rel_diff\": %.4g}",
+                  first ? "" : ",\n", d.name, d.experts, d.per_expert, g_ms * 1e3, l_ms * 1e3, i_ms * 1e3,
+                  wbytes / (i_ms * 1e-3) / 1e12, diff);
+    json += buf;
+    first = false;
+  }
+  json += "\n  ]\n}\n";
+  if (json_path != nullptr) {
+    FILE* f = std::fopen(json_path, "w");
+    if (f != nullptr) std::fputs(json.c_str(), f), std::fclose(f);
+  }
+  cublasDestroy(blas);
+  return 0;
+}

@@ -1,0 +1,291 @@
+// GPU expert FFN (kernels/cuda/expert_ffn.h) against the CPU reference expert_ffn_cpu (kernels/expert_ffn.h,
+// the SwiGLU of MoeBlock::expert_forward) on fresh random inputs: experts with 0, 1, 255, 256, 257 rows,
+// odd hidden sizes (16, 257), a 6144 hidden with a small intermediate, skewed routing (one expert holds
+// most rows). bf16 weights in both GEMM modes; int8 weight-only experts against the reference on the
+// dequantised weights. Skips (with the reason) where no CUDA device exists.
+//
+// Tolerances. The reference sums in double and rounds to bf16 exactly where the GPU stores bf16 (gate
+// and up after the first GEMM, the activation, the output), so what is left is the fp32-vs-double
+// accumulation noise (~1e-6 relative) and the rare bf16 rounding flip it causes when a value lies
+// within that noise of a rounding boundary: one flip moves an element by one bf16 ulp (2^-8
+// relative), and a flipped activation moves each output by ~2^-8 of one term of its sum. So
+//   rel L2 (GPU vs reference) <= 1e-3  (a quarter of a bf16 ulp over the whole output; expected ~1e-4,
+//                                       while a wrong row, tile or scale gives O(1)),
+//   every element |d| <= 2^-6 (|ref| + rms(ref))  (a few ulps, and absolute room near zero).
+// Against the unrounded f32 semantics (MoeBlock) the four bf16 roundings add ~2^-9 RMS each: <= 1e-2.
+// Quantiser: bit-exact with quantize_rows_int8_cpu (same IEEE division and rounding).
+#include <cublas_v2.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "kernels/cuda/expert_ffn.h"
+#include "kernels/expert_ffn.h"
+#include "kernels/half.h"
+#include "test_util.h"
+
+namespace fulgur::kernels {
+namespace {
+
+constexpr double kRelL2Tol = 1e-3;
+constexpr double kElemTol = 1.0 / 64;
+constexpr double kF32SemanticsTol = 1e-2;
+
+struct FfnCase {
+  int64_t hidden, inter;
+  std::vector<int32_t> counts;  // rows per expert
+  std::string name;
+};
+
+std::vector<int32_t> offsets_of(const std::vector<int32_t>& counts) {
+  std::vector<int32_t> off(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
+  return off;
+}
+
+// Skewed routing: expert `hot` holds `hot_rows`, the others 0..max_other rows (some none).
+std::vector<int32_t> skewed_counts(int64_t E, int hot, int32_t hot_rows, int32_t max_other, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> c(E);
+  for (auto& v : c) v = static_cast<int32_t>(rng() % (max_other + 1));
+  c[hot] = hot_rows;
+  c[(hot + 1) % E] = 0;
+  return c;
+}
+
+struct Compare {
+  double rel_l2 = 0, rel_l2_f32 = 0;
+};
+
+// Compares the GPU bf16 output with bf16(ref); prints the first mismatches with indices.
+Compare compare(const std::vector<uint16_t>& got_bits, const std::vector<float>& ref, const std::vector<float>& ref_f32,
+                int64_t hidden) {
+  const std::vector<float> got = test::from_bf16(got_bits);
+  std::vector<float> ref_b(ref.size());
+  double ss = 0;
+  for (size_t i = 0; i < ref.size(); ++i) ref_b[i] = bf16_to_f32(f32_to_bf16(ref[i])), ss += double(ref[i]) * ref[i];
+  const double rms = std::sqrt(ss / std::max<size_t>(ref.size(), 1));
+  int shown = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = std::abs(double(got[i]) - ref_b[i]);
+    if (!(d <= kElemTol * (std::abs(ref_b[i]) + rms))) {
+      if (shown++ < 5) {
+        ADD_FAILURE() << "y[" << i / hidden << ", " << i % hidden << "] got " << got[i] << " want " << ref_b[i]
+                      << " (rms " << rms << ")";
+      }
+    }
+  }
+  Compare c;
+  c.rel_l2 = test::rel_l2(got, ref_b);
+  c.rel_l2_f32 = test::rel_l2(got, ref_f32);
+  EXPECT_LE(c.rel_l2, kRelL2Tol);
+  EXPECT_LE(c.rel_l2_f32, kF32SemanticsTol);
+  return c;
+}
+
+struct Weights {
+  std::vector<uint16_t> w13, w2;  // bf16 bits
+};
+
+Weights random_weights(int64_t E, int64_t H, int64_t I, uint64_t seed) {
+  Weights w;
+  w.w13 = test::to_bf16(test::random_floats(E * 2 * I * H, seed, 1.f / std::sqrt(float(H))));
+  w.w2 = test::to_bf16(test::random_floats(E * H * I, seed + 1, 1.f / std::sqrt(float(I))));
+  return w;
+}
+
+void reference(const std::vector<float>& x, const std::vector<float>& w13, const std::vector<float>& w2,
+               const std::vector<int32_t>& off, int64_t H, int64_t I, std::vector<float>& y, std::vector<float>& y_f32) {
+  const int64_t E = static_cast<int64_t>(off.size()) - 1;
+  y.assign(std::max<int64_t>(off[E], 1) * H, 0.f);
+  y_f32 = y;
+  ExpertFfnRefParams rp{.x = x.data(), .w13 = w13.data(), .w2 = w2.data(), .expert_offsets = off.data(),
+                        .y = y.data(), .num_experts = E, .hidden = H, .inter = I};
+  ASSERT_TRUE(expert_ffn_cpu(rp).ok());
+  rp.y = y_f32.data(), rp.round_intermediates = false;
+  ASSERT_TRUE(expert_ffn_cpu(rp).ok());
+  y.resize(off[E] * H), y_f32.resize(off[E] * H);
+}
+
+struct BlasHandle {
+  cublasHandle_t h = nullptr;
+  BlasHandle() { EXPECT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS); }
+  ~BlasHandle() { cublasDestroy(h); }
+};
+
+// ---- bf16 ------------------------------------------------------------------------------------------
+
+void run_bf16_case(const FfnCase& c, cuda::ExpertGemmMode mode, cublasHandle_t blas, double& worst, double& worst_f32) {
+  const char* mode_name = mode == cuda::ExpertGemmMode::grouped      ? "grouped"
+                          : mode == cuda::ExpertGemmMode::per_expert ? "per_expert"
+                                                                     : "automatic";
+  SCOPED_TRACE(c.name + " hidden=" + std::to_string(c.hidden) + " inter=" + std::to_string(c.inter) + " " + mode_name);
+  const int64_t E = static_cast<int64_t>(c.counts.size()), H = c.hidden, I = c.inter;
+  const std::vector<int32_t> off = offsets_of(c.counts);
+  const int64_t rows = off[E];
+  const uint64_t seed = rows * 31 + H * 7 + I + E * 1009;
+  const std::vector<uint16_t> x = test::to_bf16(test::random_floats(std::max<int64_t>(rows, 1) * H, seed));
+  const Weights w = random_weights(E, H, I, seed + 1);
+  std::vector<float> y_ref, y_f32;
+  reference(test::from_bf16(x), test::from_bf16(w.w13), test::from_bf16(w.w2), off, H, I, y_ref, y_f32);
+
+  auto dx = test::to_device(x);
+  auto dw13 = test::to_device(w.w13);
+  auto dw2 = test::to_device(w.w2);
+  test::DeviceBuffer dy(std::max<int64_t>(rows, 1) * H * 2);
+  const size_t ws_bytes = cuda::expert_ffn_bf16_workspace_bytes(rows, E, I);
+  test::DeviceBuffer dws(ws_bytes);
+  test::upload(dy, std::vector<uint16_t>(std::max<int64_t>(rows, 1) * H, 0x7fc1));  // NaN poison
+  test::upload(dws, std::vector<uint16_t>(std::max<size_t>(ws_bytes / 2, 1), 0x7fc1));
+  cuda::ExpertFfnBf16Params p;
+  p.x = dx->as<uint16_t>(), p.w13 = dw13->as<uint16_t>(), p.w2 = dw2->as<uint16_t>(), p.y = dy.as<uint16_t>();
+  p.host_expert_offsets = off.data(), p.num_experts = E, p.hidden = H, p.inter = I;
+  p.workspace = dws.ptr, p.workspace_bytes = ws_bytes, p.blas = reinterpret_cast<cublasContext*>(blas), p.mode = mode;
+  const KernelStatus s = cuda::expert_ffn_bf16(p, nullptr);
+  ASSERT_TRUE(s.ok()) << s.error;
+  ASSERT_TRUE(cuda::synchronize().ok());
+  if (rows == 0) return;
+  std::vector<uint16_t> y(rows * H);
+  test::download(y, dy);
+  const Compare cmp = compare(y, y_ref, y_f32, H);
+  std::printf("expert_ffn_bf16 %-10s %-14s H=%-5lld I=%-4lld rows=%-5lld rel L2 %.3g (f32 semantics %.3g)\n", mode_name,
+              c.name.c_str(), (long long)H, (long long)I, (long long)rows, cmp.rel_l2, cmp.rel_l2_f32);
+  worst = std::max(worst, cmp.rel_l2), worst_f32 = std::max(worst_f32, cmp.rel_l2_f32);
+}
+
+std::vector<FfnCase> bf16_cases() {
+  return {
+      {64, 32, {0, 1, 255, 256, 257}, "counts"},
+      {257, 48, {3, 0, 130}, "odd-hidden"},
+      {16, 16, {1, 17}, "tiny"},
+      {96, 40, {7, 0, 33, 1}, "odd-inter"},
+      {6144, 64, {65, 1}, "wide-hidden"},
+      {128, 64, skewed_counts(32, 3, 1500, 20, 7), "skewed-32"},
+      {64, 32, {0, 0, 0}, "all-empty"},
+  };
+}
+
+TEST(CudaExpertFfn, Bf16MatchesCpuReference) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  BlasHandle blas;
+  double worst = 0, worst_f32 = 0;
+  for (const FfnCase& c : bf16_cases()) {
+    for (auto mode : {cuda::ExpertGemmMode::grouped, cuda::ExpertGemmMode::per_expert, cuda::ExpertGemmMode::automatic}) {
+      run_bf16_case(c, mode, blas.h, worst, worst_f32);
+    }
+  }
+  std::printf("expert_ffn_bf16: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst, kRelL2Tol,
+              worst_f32, kF32SemanticsTol);
+}
+
+// ---- int8 ------------------------------------------------------------------------------------------
+
+struct Int8Case {
+  FfnCase ffn;
+  std::vector<int64_t> hints;  // max_rows_per_expert values to run (0 = none)
+};
+
+void run_int8_case(const Int8Case& ic, double& worst, double& worst_f32) {
+  const FfnCase& c = ic.ffn;
+  SCOPED_TRACE(c.name + " hidden=" + std::to_string(c.hidden) + " inter=" + std::to_string(c.inter));
+  const int64_t E = static_cast<int64_t>(c.counts.size()), H = c.hidden, I = c.inter;
+  const std::vector<int32_t> off = offsets_of(c.counts);
+  const int64_t rows = off[E];
+  const uint64_t seed = rows * 37 + H * 11 + I + E * 997;
+  const std::vector<uint16_t> x = test::to_bf16(test::random_floats(std::max<int64_t>(rows, 1) * H, seed));
+  const Weights w = random_weights(E, H, I, seed + 1);
+  const std::vector<float> w13f = test::from_bf16(w.w13), w2f = test::from_bf16(w.w2);
+
+  // Quantise on the device; bit-exact with the CPU quantiser.
+  auto dw13 = test::to_device(w.w13);
+  auto dw2 = test::to_device(w.w2);
+  test::DeviceBuffer dq13(E * 2 * I * H), dq2(E * H * I), ds13(E * 2 * I * 4), ds2(E * H * 4);
+  ASSERT_TRUE(cuda::quantize_rows_int8({dw13->as<uint16_t>(), dq13.as<int8_t>(), ds13.as<float>(), E * 2 * I, H}, nullptr).ok());
+  ASSERT_TRUE(cuda::quantize_rows_int8({dw2->as<uint16_t>(), dq2.as<int8_t>(), ds2.as<float>(), E * H, I}, nullptr).ok());
+  std::vector<int8_t> q13(E * 2 * I * H), q2(E * H * I), rq13(q13.size()), rq2(q2.size());
+  std::vector<float> s13(E * 2 * I), s2(E * H), rs13(s13.size()), rs2(s2.size());
+  test::download(q13, dq13), test::download(q2, dq2), test::download(s13, ds13), test::download(s2, ds2);
+  quantize_rows_int8_cpu(w13f.data(), E * 2 * I, H, rq13.data(), rs13.data());
+  quantize_rows_int8_cpu(w2f.data(), E * H, I, rq2.data(), rs2.data());
+  ASSERT_TRUE(q13 == rq13 && q2 == rq2) << "int8 weights differ from quantize_rows_int8_cpu";
+  ASSERT_TRUE(s13 == rs13 && s2 == rs2) << "scales differ from quantize_rows_int8_cpu";
+  std::vector<float> dq13f(q13.size()), dq2f(q2.size());
+  dequantize_rows_int8_cpu(q13.data(), s13.data(), E * 2 * I, H, dq13f.data());
+  dequantize_rows_int8_cpu(q2.data(), s2.data(), E * H, I, dq2f.data());
+  std::vector<float> y_ref, y_f32;
+  reference(test::from_bf16(x), dq13f, dq2f, off, H, I, y_ref, y_f32);
+
+  auto dx = test::to_device(x);
+  auto doff = test::to_device(off);
+  test::DeviceBuffer dy(std::max<int64_t>(rows, 1) * H * 2);
+  const size_t ws_bytes = cuda::expert_ffn_int8_workspace_bytes(rows, I);
+  test::DeviceBuffer dws(ws_bytes);
+  for (int64_t hint : ic.hints) {
+    SCOPED_TRACE("max_rows_per_expert=" + std::to_string(hint));
+    test::upload(dy, std::vector<uint16_t>(std::max<int64_t>(rows, 1) * H, 0x7fc1));
+    test::upload(dws, std::vector<uint16_t>(std::max<size_t>(ws_bytes / 2, 1), 0x7fc1));
+    cuda::ExpertFfnInt8Params p;
+    p.x = dx->as<uint16_t>(), p.expert_offsets = doff->as<int32_t>(), p.w13 = dq13.as<int8_t>(),
+    p.w13_scale = ds13.as<float>(), p.w2 = dq2.as<int8_t>(), p.w2_scale = ds2.as<float>(), p.y = dy.as<uint16_t>();
+    p.max_rows = rows, p.max_rows_per_expert = hint, p.num_experts = E, p.hidden = H, p.inter = I;
+    p.workspace = dws.ptr, p.workspace_bytes = ws_bytes;
+    const KernelStatus s = cuda::expert_ffn_int8(p, nullptr);
+    ASSERT_TRUE(s.ok()) << s.error;
+    ASSERT_TRUE(cuda::synchronize().ok());
+    if (rows == 0) continue;
+    std::vector<uint16_t> y(rows * H);
+    test::download(y, dy);
+    const Compare cmp = compare(y, y_ref, y_f32, H);
+    std::printf("expert_ffn_int8 %-14s hint=%-3lld H=%-5lld I=%-4lld rows=%-5lld rel L2 %.3g (f32 semantics %.3g)\n",
+                c.name.c_str(), (long long)hint, (long long)H, (long long)I, (long long)rows, cmp.rel_l2, cmp.rel_l2_f32);
+    worst = std::max(worst, cmp.rel_l2), worst_f32 = std::max(worst_f32, cmp.rel_l2_f32);
+  }
+}
+
+TEST(CudaExpertFfn, Int8MatchesReferenceOnDequantisedWeights) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  const std::vector<Int8Case> cases = {
+      {{128, 64, {0, 1, 255, 256, 257}, "counts"}, {0, 1, 16, 64}},
+      {{6144, 128, {64, 3}, "wide-hidden"}, {0, 16}},
+      {{192, 128, skewed_counts(32, 5, 600, 9, 11), "skewed-32"}, {0, 8}},
+      {{256, 192, {0, 1, 0, 0, 1, 0, 0, 0}, "decode-top2"}, {1}},
+      {{64, 64, {0, 0}, "all-empty"}, {0}},
+  };
+  double worst = 0, worst_f32 = 0;
+  for (const Int8Case& c : cases) run_int8_case(c, worst, worst_f32);
+  std::printf("expert_ffn_int8: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst, kRelL2Tol,
+              worst_f32, kF32SemanticsTol);
+}
+
+TEST(CudaExpertFfn, RejectsBadShapesByName) {
+  cuda::ExpertFfnInt8Params p;
+  p.num_experts = 2, p.hidden = 100, p.inter = 64, p.max_rows = 4;
+  KernelStatus s = cuda::expert_ffn_int8(p, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("hidden"), std::string::npos) << s.error;
+  p.hidden = 64, p.inter = 96;
+  s = cuda::expert_ffn_int8(p, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("inter"), std::string::npos) << s.error;
+
+  const std::vector<int32_t> bad_off = {0, 5, 3};
+  cuda::ExpertFfnBf16Params b;
+  b.num_experts = 2, b.hidden = 64, b.inter = 64, b.host_expert_offsets = bad_off.data();
+  b.blas = reinterpret_cast<cublasContext*>(uintptr_t{1});  // never called: validation fails first
+  s = cuda::expert_ffn_bf16(b, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("decrease"), std::string::npos) << s.error;
+  b.num_experts = 300;
+  s = cuda::expert_ffn_bf16(b, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("num_experts"), std::string::npos) << s.error;
+}
+
+}  // namespace
+}  // namespace fulgur::kernels
