@@ -8,6 +8,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/data_plane.h"
 #include "kernels/sampling.h"
 #include "protocols/serving/errors.h"
 
@@ -30,15 +31,24 @@ namespace {
 
 // ---- embed --------------------------------------------------------------------------------
 
+// The node a reply goes to: the actor that asked (delegation keeps the original sender).
+caf::node_id reply_node(caf::local_actor* self) {
+  const auto& sender = self->current_sender();
+  return sender ? sender->node() : caf::node_id{};
+}
+
 struct EmbedState {
   std::shared_ptr<const Model> model;
+  std::shared_ptr<DataPlane> dp;
   attention_actor next;
   static inline const char* name = "fulgur.embed";
 };
 
 embed_actor::behavior_type embed_fn(embed_actor::stateful_pointer<EmbedState> self,
-                                    std::shared_ptr<const Model> model, attention_actor next) {
+                                    std::shared_ptr<const Model> model, std::shared_ptr<DataPlane> dp,
+                                    attention_actor next) {
   self->state.model = std::move(model);
+  self->state.dp = std::move(dp);
   self->state.next = std::move(next);
   return {
       [self](embed_atom, StepDescriptor& step, std::vector<int32_t>& tokens) -> caf::result<StepResult> {
@@ -51,7 +61,9 @@ embed_actor::behavior_type embed_fn(embed_actor::stateful_pointer<EmbedState> se
         }
         Tensor x = Tensor::empty(DType::f32, {step.num_tokens, m.config().hidden_size});
         if (auto st = m.embed(tokens, x); !st.is_ok()) return to_caf_error(st);
-        return self->delegate(self->state.next, forward_atom_v, std::move(step), HiddenHandle::wrap(std::move(x)));
+        auto out = ship(self->state.dp.get(), HiddenHandle::wrap(std::move(x)), self->state.next.node());
+        if (!out) return to_caf_error(out.error());
+        return self->delegate(self->state.next, forward_atom_v, std::move(step), std::move(*out));
       },
   };
 }
@@ -60,6 +72,7 @@ embed_actor::behavior_type embed_fn(embed_actor::stateful_pointer<EmbedState> se
 
 struct AttentionState {
   std::shared_ptr<const Model> model;
+  std::shared_ptr<DataPlane> dp;
   int64_t layer_idx = 0;
   StatePools pools;  // only this layer's entry is allocated
   router_actor router;
@@ -83,10 +96,11 @@ Status attention_step(AttentionState& s, const StepDescriptor& step, Tensor& x, 
 }
 
 attention_actor::behavior_type attention_fn(attention_actor::stateful_pointer<AttentionState> self,
-                                            std::shared_ptr<const Model> model, int64_t layer_idx, PoolSizes sizes,
-                                            router_actor router) {
+                                            std::shared_ptr<const Model> model, std::shared_ptr<DataPlane> dp,
+                                            int64_t layer_idx, PoolSizes sizes, router_actor router) {
   auto& s = self->state;
   s.model = std::move(model);
+  s.dp = std::move(dp);
   s.layer_idx = layer_idx;
   s.router = std::move(router);
   const ModelConfig& cfg = s.model->config();
@@ -106,12 +120,17 @@ attention_actor::behavior_type attention_fn(attention_actor::stateful_pointer<At
   }
   return {
       [self](forward_atom, StepDescriptor& step, HiddenHandle& x) -> caf::result<StepResult> {
-        auto xt = resolve(x, "attention input");
+        auto& s = self->state;
+        auto xt = receive(s.dp.get(), x, "attention input");
         if (!xt) return to_caf_error(xt.error());
-        Tensor h2 = Tensor::empty(DType::f32, {step.num_tokens, self->state.model->config().hidden_size});
-        if (auto st = attention_step(self->state, step, **xt, h2); !st.is_ok()) return to_caf_error(st);
-        return self->delegate(self->state.router, moe_atom_v, std::move(step), std::move(x),
-                              HiddenHandle::wrap(std::move(h2)));
+        Tensor h2 = Tensor::empty(DType::f32, {step.num_tokens, s.model->config().hidden_size});
+        if (auto st = attention_step(s, step, **xt, h2); !st.is_ok()) return to_caf_error(st);
+        const caf::node_id dest = s.router.node();
+        auto x_out = ship(s.dp.get(), x, dest);
+        if (!x_out) return to_caf_error(x_out.error());
+        auto h2_out = ship(s.dp.get(), HiddenHandle::wrap(std::move(h2)), dest);
+        if (!h2_out) return to_caf_error(h2_out.error());
+        return self->delegate(s.router, moe_atom_v, std::move(step), std::move(*x_out), std::move(*h2_out));
       },
   };
 }
@@ -120,6 +139,7 @@ attention_actor::behavior_type attention_fn(attention_actor::stateful_pointer<At
 
 struct HeadState {
   std::shared_ptr<const Model> model;
+  std::shared_ptr<DataPlane> dp;
   std::vector<char> workspace;
   static inline const char* name = "fulgur.head";
 };
@@ -148,15 +168,22 @@ Expected<StepResult> head_step(HeadState& s, const StepDescriptor& step, const T
   return r;
 }
 
-head_actor::behavior_type head_fn(head_actor::stateful_pointer<HeadState> self, std::shared_ptr<const Model> model) {
+head_actor::behavior_type head_fn(head_actor::stateful_pointer<HeadState> self, std::shared_ptr<const Model> model,
+                                  std::shared_ptr<DataPlane> dp) {
   self->state.model = std::move(model);
+  self->state.dp = std::move(dp);
   self->state.workspace.resize(kernels::sample_workspace_bytes(self->state.model->config().vocab_size));
   return {
       [self](forward_atom, StepDescriptor& step, HiddenHandle& x) -> caf::result<StepResult> {
-        auto xt = resolve(x, "head input");
+        auto xt = receive(self->state.dp.get(), x, "head input");
         if (!xt) return to_caf_error(xt.error());
         auto r = head_step(self->state, step, **xt);
         if (!r) return to_caf_error(r.error());
+        if (r->logits.valid()) {
+          auto logits = ship(self->state.dp.get(), r->logits, reply_node(self));
+          if (!logits) return to_caf_error(logits.error());
+          r->logits = std::move(*logits);
+        }
         return std::move(r).value();
       },
   };
@@ -166,6 +193,7 @@ head_actor::behavior_type head_fn(head_actor::stateful_pointer<HeadState> self, 
 
 struct ExpertState {
   std::shared_ptr<const Model> model;
+  std::shared_ptr<DataPlane> dp;
   int32_t index = 0;
   std::vector<int32_t> experts;            // hosted expert ids, ascending
   std::vector<std::unique_ptr<MoeBlock>> moe;  // [layer] the layer's MoE pieces (weights shared with Model)
@@ -192,9 +220,11 @@ Status expert_step(ExpertState& s, const TokenGroup& g, const Tensor& h2, Tensor
 }
 
 expert_actor::behavior_type expert_fn(expert_actor::stateful_pointer<ExpertState> self,
-                                      std::shared_ptr<const Model> model, int32_t index, std::vector<int32_t> experts) {
+                                      std::shared_ptr<const Model> model, std::shared_ptr<DataPlane> dp,
+                                      int32_t index, std::vector<int32_t> experts) {
   auto& s = self->state;
   s.model = std::move(model);
+  s.dp = std::move(dp);
   s.index = index;
   std::sort(experts.begin(), experts.end());
   experts.erase(std::unique(experts.begin(), experts.end()), experts.end());
@@ -209,12 +239,14 @@ expert_actor::behavior_type expert_fn(expert_actor::stateful_pointer<ExpertState
         done.group_idx = g.group_idx;
         done.expert_actor = self->state.index;
         done.compute_begin_ns = now_ns();
-        auto h = resolve(h2, "expert input");
+        auto h = receive(self->state.dp.get(), h2, "expert input");
         if (!h) return to_caf_error(h.error());
         Tensor y;
         if (auto st = expert_step(self->state, g, **h, y); !st.is_ok()) return to_caf_error(st);
         done.compute_end_ns = now_ns();
-        return {done, HiddenHandle::wrap(std::move(y))};
+        auto out = ship(self->state.dp.get(), HiddenHandle::wrap(std::move(y)), reply_node(self));
+        if (!out) return to_caf_error(out.error());
+        return {done, std::move(*out)};
       },
       [](ping_atom, int64_t x) { return x; },
   };
@@ -222,22 +254,23 @@ expert_actor::behavior_type expert_fn(expert_actor::stateful_pointer<ExpertState
 
 }  // namespace
 
-embed_actor spawn_embed(caf::actor_system& sys, std::shared_ptr<const Model> model, attention_actor first_layer) {
-  return sys.spawn(embed_fn, std::move(model), std::move(first_layer));
+embed_actor spawn_embed(caf::actor_system& sys, std::shared_ptr<const Model> model, attention_actor first_layer,
+                        std::shared_ptr<DataPlane> dp) {
+  return sys.spawn(embed_fn, std::move(model), std::move(dp), std::move(first_layer));
 }
 
 attention_actor spawn_attention(caf::actor_system& sys, std::shared_ptr<const Model> model, int64_t layer_idx,
-                                const PoolSizes& pools, router_actor router) {
-  return sys.spawn(attention_fn, std::move(model), layer_idx, pools, std::move(router));
+                                const PoolSizes& pools, router_actor router, std::shared_ptr<DataPlane> dp) {
+  return sys.spawn(attention_fn, std::move(model), std::move(dp), layer_idx, pools, std::move(router));
 }
 
-head_actor spawn_head(caf::actor_system& sys, std::shared_ptr<const Model> model) {
-  return sys.spawn(head_fn, std::move(model));
+head_actor spawn_head(caf::actor_system& sys, std::shared_ptr<const Model> model, std::shared_ptr<DataPlane> dp) {
+  return sys.spawn(head_fn, std::move(model), std::move(dp));
 }
 
 expert_actor spawn_expert(caf::actor_system& sys, std::shared_ptr<const Model> model, int32_t index,
-                          std::vector<int32_t> experts) {
-  return sys.spawn(expert_fn, std::move(model), index, std::move(experts));
+                          std::vector<int32_t> experts, std::shared_ptr<DataPlane> dp) {
+  return sys.spawn(expert_fn, std::move(model), std::move(dp), index, std::move(experts));
 }
 
 }  // namespace fulgur::serving

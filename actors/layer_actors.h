@@ -19,6 +19,8 @@
 
 namespace fulgur::serving {
 
+class DataPlane;  // actors/data_plane.h; null: every actor in one process
+
 // The BatchLayout (actors/layers/batch.h) a step descriptor describes.
 BatchLayout to_layout(const StepDescriptor& s);
 
@@ -28,15 +30,17 @@ struct PoolSizes {
   int64_t page_size = 16;
 };
 
-embed_actor spawn_embed(caf::actor_system& sys, std::shared_ptr<const Model> model, attention_actor first_layer);
+embed_actor spawn_embed(caf::actor_system& sys, std::shared_ptr<const Model> model, attention_actor first_layer,
+                        std::shared_ptr<DataPlane> dp = nullptr);
 
 attention_actor spawn_attention(caf::actor_system& sys, std::shared_ptr<const Model> model, int64_t layer_idx,
-                                const PoolSizes& pools, router_actor router);
+                                const PoolSizes& pools, router_actor router, std::shared_ptr<DataPlane> dp = nullptr);
 
-head_actor spawn_head(caf::actor_system& sys, std::shared_ptr<const Model> model);
+head_actor spawn_head(caf::actor_system& sys, std::shared_ptr<const Model> model,
+                      std::shared_ptr<DataPlane> dp = nullptr);
 
 // `index` names the actor in traces and load counters; `experts` are the expert ids it hosts.
 expert_actor spawn_expert(caf::actor_system& sys, std::shared_ptr<const Model> model, int32_t index,
-                          std::vector<int32_t> experts);
+                          std::vector<int32_t> experts, std::shared_ptr<DataPlane> dp = nullptr);
 
 }  // namespace fulgur::serving

@@ -14,6 +14,10 @@
 // and token counts before it dispatches; the global router assigns each group to the replica of
 // its expert with the fewest pending tokens (ties: lowest actor index), adds the tokens to that
 // replica's count, and the router reports each finished group (done) so the count drains.
+//
+// Failure: both monitor the expert actors. A replica that goes down is skipped by later plans
+// (an expert with no live replica fails the plan: Errc::unavailable), and the router fails at
+// once every dispatch that has a group in flight to it.
 #pragma once
 
 #include <memory>
@@ -26,19 +30,25 @@
 
 namespace fulgur::serving {
 
+class DataPlane;  // actors/data_plane.h; null: every actor in one process
+
 struct RouterOptions {
   int64_t group_tokens = 32;
   int64_t max_inflight_groups = 4;
   int64_t expert_timeout_ms = 60000;  // a group not back by then fails the step
+  std::vector<std::string> expert_names;  // [expert actor] for errors; default "expert actor i"
 };
 
 // experts_by_actor[a] is expert actor a; the plan answers indices into it.
 router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<const Model> model, int64_t layer_idx,
                           const RouterOptions& options, global_router_actor global,
-                          std::vector<expert_actor> expert_actors, hidden_sink_actor next);
+                          std::vector<expert_actor> expert_actors, hidden_sink_actor next,
+                          std::shared_ptr<DataPlane> dp = nullptr);
 
-// replicas[e] = expert actor indices hosting expert e (non-empty for every expert).
+// replicas[e] = expert actor indices hosting expert e (non-empty for every expert); the global
+// router monitors `expert_actors` and never plans a group onto one that went down.
 global_router_actor spawn_global_router(caf::actor_system& sys, std::vector<std::vector<int32_t>> replicas,
-                                        int64_t num_expert_actors);
+                                        std::vector<expert_actor> expert_actors,
+                                        std::vector<std::string> expert_names = {});
 
 }  // namespace fulgur::serving

@@ -1,5 +1,6 @@
-// fulgur serve: load a model directory, build the in-process engine, serve the OpenAI API over
-// HTTP until SIGINT/SIGTERM.
+// fulgur serve: load a model directory, build the actor engine (in this process, or across the
+// `fulgur node` processes a --placement names), serve the OpenAI API over HTTP until
+// SIGINT/SIGTERM.
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <iterator>
@@ -44,8 +45,8 @@ Status split_listen(const std::string& listen, std::string& host, uint16_t& port
   return Status::ok();
 }
 
-// A placement plan for this process: expert actors, replicas, token groups (placement.h). Nodes
-// other than "local" need `fulgur node` processes, which are not implemented yet.
+// A placement plan (placement.h): nodes, attention layers and expert actors per node, replicas,
+// token groups. Remote nodes are `fulgur node --listen` processes.
 Expected<serving::Placement> read_placement(const std::string& path) {
   std::ifstream in(path);
   if (!in) return Status(Errc::not_found, "--placement " + path + ": cannot open the file");
@@ -54,13 +55,6 @@ Expected<serving::Placement> read_placement(const std::string& path) {
   if (j.is_discarded()) return Status(Errc::parse_error, "--placement " + path + ": not valid JSON");
   auto placement = serving::placement_from_json(j);
   if (!placement) return Status(placement.error().code(), "--placement " + path + ": " + placement.error().message());
-  for (const std::string& node : placement->nodes) {
-    if (node != "local") {
-      return Status(Errc::unsupported, "--placement " + path + ": node '" + node +
-                                           "': multi-process placement (fulgur node) is not implemented yet; "
-                                           "use the single node \"local\"");
-    }
-  }
   return placement;
 }
 
@@ -71,6 +65,8 @@ int run_serve(const ServeArgs& a) {
     if (!placement) return fail("serve", placement.error());
     actor_options.placement = std::move(*placement);
   }
+  // The nodes load the checkpoint themselves, from the same path.
+  actor_options.model_dir = std::filesystem::absolute(a.model_dir).lexically_normal().string();
   http::HttpServerOptions hopt;
   if (auto st = split_listen(a.listen, hopt.host, hopt.port); !st) return fail("serve", st);
   hopt.io_threads = a.io_threads;

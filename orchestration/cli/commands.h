@@ -20,6 +20,7 @@ Run add_forward(CLI::App& app);
 Run add_generate(CLI::App& app);
 Run add_init_model(CLI::App& app);
 Run add_serve(CLI::App& app);
+Run add_node(CLI::App& app);
 
 // "1,2,3" -> {1, 2, 3}; an empty item, a non-number or a value outside int32 is an error naming it.
 Expected<std::vector<int32_t>> parse_token_list(const std::string& text);

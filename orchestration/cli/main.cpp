@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
       fulgur::cli::add_init_model);
   add("serve", "Serve a model over HTTP (OpenAI API: completions, chat completions, SSE streaming)",
       fulgur::cli::add_serve);
+  add("node", "Host actors for a serving process on this machine (multi-process placement)",
+      fulgur::cli::add_node);
   auto known = [&](const std::string& name) {
     for (auto& [sub, run] : commands) {
       if (sub->get_name() == name) return true;
@@ -27,7 +29,7 @@ int main(int argc, char** argv) {
     return false;
   };
   if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
-    std::cerr << "fulgur: unknown command '" << argv[1] << "' (commands: forward, generate, init-model, serve; see --help)\n";
+    std::cerr << "fulgur: unknown command '" << argv[1] << "' (commands: forward, generate, init-model, serve, node; see --help)\n";
     return 2;
   }
   try {

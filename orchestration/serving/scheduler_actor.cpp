@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 #include <memory>
 #include <string>
@@ -65,6 +66,9 @@ struct SchedulerState {
   std::deque<SeqPtr> waiting;
   std::vector<SeqPtr> running;  // admission order
   bool step_in_flight = false;
+  uint64_t in_flight_step = 0;  // its id; a late answer for another id is ignored
+  std::shared_ptr<std::vector<StepEntry>> in_flight_entries;
+  std::string broken;           // non-empty once a pipeline actor went down
   uint64_t next_step_id = 1;
   int64_t tokens_generated = 0, requests_total = 0, requests_rejected = 0;
   Histogram ttft, itl;
@@ -162,6 +166,8 @@ void on_step_done(sched_ptr self, const std::vector<StepEntry>& entries, StepRes
 void on_step_failed(sched_ptr self, const std::vector<StepEntry>& entries, const caf::error& err) {
   auto& st = self->state;
   st.step_in_flight = false;
+  st.in_flight_step = 0;
+  st.in_flight_entries.reset();
   const Status status = from_caf_error(err);
   for (const StepEntry& e : entries) {
     e.seq->in_step = false;
@@ -179,6 +185,19 @@ void on_step_failed(sched_ptr self, const std::vector<StepEntry>& entries, const
 void schedule(sched_ptr self) {
   auto& st = self->state;
   if (st.step_in_flight) return;
+  if (!st.broken.empty()) {
+    // Nothing can run any more: every request held ends now (restarting and re-placing actors
+    // are not supported yet).
+    const Status why(Errc::unavailable, st.broken);
+    for (auto& seq : st.waiting) emit_final(*seq, "error", why);
+    st.waiting.clear();
+    auto running = st.running;
+    for (auto& seq : running) {
+      release(st, seq);
+      emit_final(*seq, seq->cancelled ? "cancelled" : "error", why);
+    }
+    return;
+  }
   admit(st);
   if (st.running.empty()) return;
   const EngineOptions& opt = st.config.options;
@@ -241,10 +260,22 @@ void schedule(sched_ptr self) {
   }
   st.step_in_flight = true;
   auto shared_entries = std::make_shared<std::vector<StepEntry>>(std::move(entries));
+  const uint64_t step_id = step.step_id;
+  st.in_flight_step = step_id;
+  st.in_flight_entries = shared_entries;
   self->request(st.embed, std::chrono::milliseconds(st.config.step_timeout_ms), embed_atom_v, std::move(step),
                 std::move(tokens))
-      .then([self, shared_entries](StepResult& r) { on_step_done(self, *shared_entries, r); },
-            [self, shared_entries](caf::error& err) { on_step_failed(self, *shared_entries, err); });
+      .then(
+          [self, shared_entries, step_id](StepResult& r) {
+            if (self->state.in_flight_step != step_id) return;  // abandoned (an actor went down)
+            self->state.in_flight_step = 0;
+            self->state.in_flight_entries.reset();
+            on_step_done(self, *shared_entries, r);
+          },
+          [self, shared_entries, step_id](caf::error& err) {
+            if (self->state.in_flight_step != step_id) return;
+            on_step_failed(self, *shared_entries, err);
+          });
 }
 
 EngineStats make_stats(const SchedulerState& st) {
@@ -274,6 +305,27 @@ scheduler_actor::behavior_type scheduler_fn(sched_ptr self, SchedulerConfig conf
   st.embed = std::move(embed);
   st.slots = std::make_unique<SlotAllocator>(st.config.options.state_slots);
   st.blocks = std::make_unique<BlockAllocator>(st.config.options.kv_blocks, st.config.options.page_size);
+  // A pipeline actor that goes down (its process died or disconnected) fails the step in flight
+  // at once and every request after it: each step passes through every one of them.
+  for (const auto& a : st.config.watch) self->monitor(a);
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    if (!st.broken.empty()) return;
+    std::string who = "an actor";
+    for (size_t i = 0; i < st.config.watch.size(); ++i) {
+      if (caf::actor_cast<caf::actor_addr>(st.config.watch[i]) == dm.source) {
+        who = i < st.config.watch_names.size() ? st.config.watch_names[i] : "actor " + std::to_string(i);
+      }
+    }
+    st.broken = who + " is down (" + caf::to_string(dm.reason) + "); restarting and re-placing are not supported yet";
+    std::fprintf(stderr, "fulgur: %s\n", st.broken.c_str());
+    if (st.step_in_flight && st.in_flight_entries) {
+      auto entries = st.in_flight_entries;
+      on_step_failed(self, *entries, to_caf_error(Status(Errc::unavailable, st.broken)));
+    } else {
+      schedule(self);
+    }
+  });
   // Shutdown: every request still held gets its final event.
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
@@ -290,6 +342,7 @@ scheduler_actor::behavior_type scheduler_fn(sched_ptr self, SchedulerConfig conf
   return {
       [self](submit_atom, SubmitPayload& p) -> caf::result<uint64_t> {
         auto& st = self->state;
+        if (!st.broken.empty()) return to_caf_error(Status(Errc::unavailable, st.broken));
         if (static_cast<int64_t>(st.waiting.size()) >= st.config.options.max_queued) {
           ++st.requests_rejected;
           return to_caf_error(Status(Errc::overloaded, "the wait queue is full (" +

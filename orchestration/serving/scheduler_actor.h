@@ -6,7 +6,8 @@
 // KV pages its longest possible context needs are free (reserved up front: no preemption);
 // until then it waits in a queue bounded by max_queued (submit answers Errc::overloaded past it).
 // One step is in flight at a time; the step request carries a timeout, so a lost actor fails the
-// step's requests (final event "error") instead of hanging them. Cancellation frees the slot and
+// step's requests (final event "error") instead of hanging them; watched actors (SchedulerConfig::
+// watch) that go down fail it at once. Cancellation frees the slot and
 // pages (after the in-flight step that uses them, if any) and sends the final "cancelled" event.
 // Sampling: the head samples each sequence's row with its own SamplingParams, step = the index
 // of the generated token — the same draws as orchestration/generate.cpp.
@@ -16,6 +17,7 @@
 #include <functional>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/typed_actor.hpp>
@@ -40,6 +42,10 @@ struct SchedulerConfig {
   EngineOptions options;          // resolved: kv_blocks and max_context filled in
   int64_t step_timeout_ms = 120000;
   LogitsHook logits_hook;         // when set, the head returns logits and the scheduler calls it
+  // Pipeline actors (embed, attention, routers, head) to monitor: when one goes down the step in
+  // flight and every request after it fail with Errc::unavailable naming watch_names[i].
+  std::vector<caf::actor> watch;
+  std::vector<std::string> watch_names;
 };
 
 }  // namespace fulgur

@@ -20,4 +20,9 @@ inline void configure(caf::actor_system_config& cfg, const RuntimeOptions& opt) 
   cfg.set("scheduler.max-threads", opt.scheduler_threads);
 }
 
+// Loads the CAF middleman (processes talk over TCP) with heartbeats on, so that a peer that
+// vanishes without closing its connection is noticed (architecture.md §7): heartbeat every
+// second, connection dropped after 5 s of silence.
+void enable_middleman(caf::actor_system_config& cfg);
+
 }  // namespace fulgur::serving

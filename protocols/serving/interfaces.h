@@ -50,4 +50,13 @@ using global_router_actor =
                      caf::reacts_to<done_atom, int32_t, int64_t>,  // (expert actor, tokens) finished
                      caf::replies_to<load_atom>::with<LoadSnapshot>>;
 
+// Node agent: one per process (actors/node_agent.h). `fulgur node --listen` publishes one; the
+// serving process has its own in-process agent for the actors it hosts.
+using node_agent_actor =
+    caf::typed_actor<caf::replies_to<hello_atom, uint16_t, std::string, caf::actor>::with<NodeInfo>,  // (process
+                     // index, model dir, owner: the serving process's agent, watched by the node)
+                     caf::replies_to<peers_atom, PeerTable>::with<int64_t>,               // peers connected
+                     caf::replies_to<spawn_atom, SpawnSpec>::with<caf::actor>,
+                     caf::replies_to<ping_atom, int64_t>::with<int64_t>>;
+
 }  // namespace fulgur::serving

@@ -10,10 +10,9 @@
 // TensorRef descriptor (buffer id, owner node, shape, dtype — all integers, serialisable) plus,
 // in-process only, the ref-counted std::shared_ptr<Tensor> it refers to (zero-copy hand-off).
 // inspect() serialises the descriptor only, so a HiddenHandle that crossed a process boundary
-// arrives with `local == nullptr`. RULE: until the data plane lands (UCX/NCCL), messages that
-// carry a HiddenHandle must stay inside one process; a cross-process hop resolves `ref` through
-// the receiving node's transfer (TensorRef -> BufferRegistry on the owner node -> UCX get).
-// `resolve()` below fails with Errc::unavailable instead of dereferencing a null handle.
+// arrives with `local == nullptr`: the sender shipped its bytes over UCX under the tag
+// `ref.buffer_id`, and the receiver fetches them (actors/data_plane.h). `resolve()` below is the
+// in-process view: it fails with Errc::unavailable instead of dereferencing a null handle.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/meta/type_name.hpp>
+#include <caf/node_id.hpp>
 
 #include "devices/status.h"
 #include "devices/tensor.h"
@@ -34,8 +35,8 @@ namespace fulgur::serving {
 
 // Where a tensor lives; enough for a data-plane transfer to find it later.
 struct TensorRef {
-  uint64_t buffer_id = 0;      // unique within the owner node's process
-  uint32_t owner_node = 0;     // node index in the placement (0 = this process in a local engine)
+  uint64_t buffer_id = 0;      // unique within the owner process; across processes: the UCX tag
+  uint32_t owner_node = 0;     // process index of the sender (0 = the serving process)
   std::vector<int64_t> shape;  // row-major
   uint8_t dtype = 0;           // fulgur::DType
 };
@@ -169,10 +170,66 @@ struct LoadSnapshot {
   std::vector<int64_t> pending_per_actor;          // [num_expert_actors] tokens dispatched, not yet done
   std::vector<int64_t> tokens_per_actor;           // [num_expert_actors] total tokens computed
   std::vector<int64_t> tokens_per_expert;          // [num_experts] total tokens routed (all layers)
+  std::vector<int32_t> down_actors;                // expert actors seen going down (ascending)
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, LoadSnapshot& x) {
-  return f(caf::meta::type_name("LoadSnapshot"), x.pending_per_actor, x.tokens_per_actor, x.tokens_per_expert);
+  return f(caf::meta::type_name("LoadSnapshot"), x.pending_per_actor, x.tokens_per_actor, x.tokens_per_expert,
+           x.down_actors);
+}
+
+// ---- nodes --------------------------------------------------------------------------------
+// A node agent (one per process, actors/node_agent.h) hosts the actors the placement puts on its
+// process. The serving process says hello to every node (process index, model directory), sends
+// every node the table of peers for the data plane, then asks for actors (SpawnSpec).
+
+// A node's answer to hello.
+struct NodeInfo {
+  std::string host;
+  int64_t pid = 0;
+  std::vector<uint8_t> ucx_address;  // the node's UCX worker address (data plane)
+  // The model the node loaded, to check that every node serves the same one.
+  int64_t num_layers = 0, hidden_size = 0, num_experts = 0, vocab_size = 0;
+  std::string model_fingerprint;     // config + tensor names/shapes/dtypes, hashed
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, NodeInfo& x) {
+  return f(caf::meta::type_name("NodeInfo"), x.host, x.pid, x.ucx_address, x.num_layers, x.hidden_size,
+           x.num_experts, x.vocab_size, x.model_fingerprint);
+}
+
+// Data-plane peers: process `nodes[i]` (a CAF node id) listens at UCX address `addresses[i]`.
+struct PeerTable {
+  std::vector<caf::node_id> nodes;
+  std::vector<std::vector<uint8_t>> addresses;
+  std::vector<std::string> names;
+  std::vector<uint16_t> process_indices;  // the high 16 bits of the tags each process sends
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PeerTable& x) {
+  return f(caf::meta::type_name("PeerTable"), x.nodes, x.addresses, x.names, x.process_indices);
+}
+
+enum class ActorKind : uint8_t { embed = 0, attention = 1, router = 2, expert = 3, head = 4 };
+
+// One actor for a node agent to spawn. Handles travel as caf::actor (typed on both ends).
+struct SpawnSpec {
+  uint8_t kind = 0;                     // ActorKind
+  int64_t layer = 0;                    // attention, router
+  int32_t index = 0;                    // expert: its expert-actor index
+  std::vector<int32_t> experts;         // expert: the expert ids it hosts
+  int64_t num_slots = 0, num_blocks = 0, page_size = 16;                    // attention: state pools
+  int64_t group_tokens = 32, max_inflight_groups = 4, expert_timeout_ms = 60000;  // router
+  caf::actor next;                      // embed: layer 0; attention: its router; router: next sink
+  caf::actor global;                    // router: the global router
+  std::vector<caf::actor> expert_actors;  // router: every expert actor, by index
+  std::vector<std::string> expert_names;  // router: how errors name them ("expert actor 3 on node 'b'")
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, SpawnSpec& x) {
+  return f(caf::meta::type_name("SpawnSpec"), x.kind, x.layer, x.index, x.experts, x.num_slots, x.num_blocks,
+           x.page_size, x.group_tokens, x.max_inflight_groups, x.expert_timeout_ms, x.next, x.global,
+           x.expert_actors, x.expert_names);
 }
 
 // Monotonic nanoseconds (steady clock) for traces.

@@ -23,6 +23,9 @@ CAF_BEGIN_TYPE_ID_BLOCK(fulgur, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(fulgur, (fulgur::serving::LoadSnapshot))
   CAF_ADD_TYPE_ID(fulgur, (std::vector<int32_t>))
   CAF_ADD_TYPE_ID(fulgur, (std::vector<int64_t>))
+  CAF_ADD_TYPE_ID(fulgur, (fulgur::serving::NodeInfo))
+  CAF_ADD_TYPE_ID(fulgur, (fulgur::serving::PeerTable))
+  CAF_ADD_TYPE_ID(fulgur, (fulgur::serving::SpawnSpec))
 
   // Atoms (at most 10 characters each in CAF 0.17).
   CAF_ADD_ATOM(fulgur, fulgur::serving, forward_atom, "fwd")      // a step's hidden states, onward
@@ -38,5 +41,8 @@ CAF_BEGIN_TYPE_ID_BLOCK(fulgur, caf::first_custom_type_id)
   CAF_ADD_ATOM(fulgur, fulgur::serving, stats_atom, "stats")      // scheduler: counters
   CAF_ADD_ATOM(fulgur, fulgur::serving, step_atom, "step")        // scheduler: run the next step
   CAF_ADD_ATOM(fulgur, fulgur::serving, ping_atom, "ping")        // hop-latency probe
+  CAF_ADD_ATOM(fulgur, fulgur::serving, hello_atom, "hello")      // serve -> node: join, load the model
+  CAF_ADD_ATOM(fulgur, fulgur::serving, peers_atom, "peers")      // serve -> node: data-plane peers
+  CAF_ADD_ATOM(fulgur, fulgur::serving, spawn_atom, "spawn")      // serve -> node: host an actor
 
 CAF_END_TYPE_ID_BLOCK(fulgur)

@@ -16,82 +16,12 @@ namespace {
 
 using test::EventLog;
 
-std::vector<int32_t> reference_tokens(const Model& model, const CompletionRequest& r) {
-  GenerateOptions opt;
-  opt.max_tokens = r.max_tokens;
-  opt.sampling = r.sampling;
-  opt.stop_tokens = r.stop_tokens;
-  auto out = generate(model, r.prompt, opt);
-  EXPECT_TRUE(out.has_value()) << (out ? "" : out.error().to_string());
-  return out ? out->tokens : std::vector<int32_t>{};
-}
-
-EngineOptions small_options() {
-  EngineOptions o;
-  o.max_running = 8;
-  o.max_queued = 64;
-  o.state_slots = 8;
-  o.page_size = 8;
-  o.step_token_budget = 24;  // forces mixed steps and chunked prefill
-  o.prefill_chunk = 7;
-  return o;
-}
-
-std::unique_ptr<ActorEngine> make_engine(std::shared_ptr<const Model> model, EngineOptions o = small_options(),
-                                         ActorEngineOptions ao = {}) {
-  auto e = make_actor_engine(std::move(model), o, ao);
-  EXPECT_TRUE(e.has_value()) << (e ? "" : e.error().to_string());
-  return std::move(e).value();
-}
-
-void expect_idle(const Engine& engine) {
-  const EngineStats s = engine.stats();
-  EXPECT_EQ(s.queued, 0);
-  EXPECT_EQ(s.running, 0);
-  EXPECT_EQ(s.state_slots_used, 0);
-  EXPECT_EQ(s.kv_blocks_used, 0);
-}
-
-std::vector<CompletionRequest> mixed_requests(const ModelConfig& cfg) {
-  std::vector<CompletionRequest> reqs;
-  const std::vector<int64_t> lens = {1, 5, 17, 30, 9};
-  for (size_t i = 0; i < lens.size(); ++i) {
-    CompletionRequest r;
-    r.prompt = test::random_prompt(lens[i], cfg.vocab_size, 50 + i);
-    r.max_tokens = 6 + static_cast<int64_t>(i);
-    reqs.push_back(r);
-  }
-  return reqs;
-}
-
-// Runs all requests concurrently; returns the generated tokens of each.
-std::vector<std::vector<int32_t>> run_all(Engine& engine, const std::vector<CompletionRequest>& reqs) {
-  EventLog log;
-  std::vector<RequestId> ids;
-  for (const auto& r : reqs) {
-    // The id is known only after submit; route events through a slot filled before any event.
-    auto slot = std::make_shared<std::atomic<RequestId>>(0);
-    auto id = engine.submit(r, [&log, slot, cb = std::shared_ptr<TokenCallback>()](const TokenEvent& ev) mutable {
-      while (slot->load() == 0) std::this_thread::yield();
-      log.callback_for(slot->load())(ev);
-    });
-    EXPECT_TRUE(id.has_value()) << (id ? "" : id.error().to_string());
-    slot->store(*id);
-    ids.push_back(*id);
-  }
-  EXPECT_TRUE(log.wait_finished(ids.size()));
-  std::vector<std::vector<int32_t>> out;
-  for (RequestId id : ids) {
-    auto rec = log.get(id);
-    EXPECT_EQ(rec.finals, 1);
-    EXPECT_EQ(rec.events_after_final, 0);
-    EXPECT_EQ(rec.final_event.completion_tokens, static_cast<int64_t>(rec.tokens.size()));
-    EXPECT_TRUE(rec.final_event.finish_reason == "length" || rec.final_event.finish_reason == "stop")
-        << rec.final_event.finish_reason << " " << rec.final_event.error.to_string();
-    out.push_back(rec.tokens);
-  }
-  return out;
-}
+using test::expect_idle;
+using test::make_engine;
+using test::mixed_requests;
+using test::reference_tokens;
+using test::run_all;
+using test::small_options;
 
 TEST(ActorEngine, ConcurrentGreedyRequestsEqualGenerateAlone) {
   auto model = test::make_test_model(7);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <thread>
 
 #include <caf/all.hpp>
 
@@ -186,7 +187,8 @@ TEST(GlobalRouter, ChoosesTheLeastLoadedReplicaAndDrains) {
   configure(cfg, RuntimeOptions{2});
   caf::actor_system sys{cfg};
   // Expert 0 on actors {0, 1}, expert 1 on actor 1 only.
-  auto global = spawn_global_router(sys, {{0, 1}, {1}}, 2);
+  auto model = test::make_test_model(5);
+  auto global = spawn_global_router(sys, {{0, 1}, {1}}, {spawn_expert(sys, model, 0, {0}), spawn_expert(sys, model, 1, {0, 1})});
   caf::scoped_actor self{sys};
   auto plan = [&](std::vector<int32_t> experts, std::vector<int64_t> tokens) {
     std::vector<int32_t> out;
@@ -205,6 +207,105 @@ TEST(GlobalRouter, ChoosesTheLeastLoadedReplicaAndDrains) {
   EXPECT_EQ(load.pending_per_actor, (std::vector<int64_t>{0, 0}));
   EXPECT_EQ(load.tokens_per_actor, (std::vector<int64_t>{12, 11}));
   EXPECT_EQ(load.tokens_per_expert, (std::vector<int64_t>{13, 10}));
+}
+
+TEST(GlobalRouter, SkipsReplicasThatWentDownAndNamesExpertsWithNoneLeft) {
+  caf::actor_system_config cfg;
+  configure(cfg, RuntimeOptions{2});
+  caf::actor_system sys{cfg};
+  auto model = test::make_test_model(5);
+  auto a0 = spawn_expert(sys, model, 0, {0});
+  auto a1 = spawn_expert(sys, model, 1, {0, 1});
+  auto global = spawn_global_router(sys, {{0, 1}, {1}}, {a0, a1}, {"expert actor 0 on node 'x'", "expert actor 1 on node 'y'"});
+  caf::scoped_actor self{sys};
+  auto plan = [&](std::vector<int32_t> experts, std::vector<int64_t> tokens) -> Expected<std::vector<int32_t>> {
+    Expected<std::vector<int32_t>> out = Status(Errc::internal, "no answer");
+    self->request(global, std::chrono::seconds(5), plan_atom_v, DispatchPlanRequest{0, experts, tokens})
+        .receive([&](std::vector<int32_t>& r) { out = r; }, [&](caf::error& e) { out = from_caf_error(e); });
+    return out;
+  };
+  EXPECT_EQ(*plan({0}, {4}), (std::vector<int32_t>{0}));
+  self->send(global, done_atom_v, int32_t{0}, int64_t{4});
+  // Actor 0 goes down: expert 0 is served by its replica on actor 1 from then on.
+  self->send_exit(a0, caf::exit_reason::kill);
+  std::vector<int32_t> chosen;
+  for (int i = 0; i < 100 && chosen != std::vector<int32_t>{1}; ++i) {  // the down message is asynchronous
+    chosen = *plan({0}, {1});
+    self->send(global, done_atom_v, chosen.front(), int64_t{1});
+    if (chosen != std::vector<int32_t>{1}) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(chosen, (std::vector<int32_t>{1}));
+  // Actor 1 goes down too: nothing hosts expert 1 or 0; the plan fails, names them, and leaves
+  // no pending tokens behind.
+  self->send_exit(a1, caf::exit_reason::kill);
+  Expected<std::vector<int32_t>> r = std::vector<int32_t>{};
+  for (int i = 0; i < 100 && r.has_value(); ++i) {
+    r = plan({0, 1}, {3, 5});
+    if (r.has_value()) {
+      for (size_t g = 0; g < r->size(); ++g) self->send(global, done_atom_v, (*r)[g], int64_t{g == 0 ? 3 : 5});
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Errc::unavailable);
+  EXPECT_NE(r.error().message().find("expert actor 0 on node 'x'"), std::string::npos) << r.error().message();
+  EXPECT_NE(r.error().message().find("expert actor 1 on node 'y'"), std::string::npos) << r.error().message();
+  LoadSnapshot load;
+  self->request(global, std::chrono::seconds(5), load_atom_v)
+      .receive([&](LoadSnapshot& l) { load = l; }, [&](caf::error& e) { ADD_FAILURE() << caf::to_string(e); });
+  EXPECT_EQ(load.pending_per_actor, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(load.down_actors, (std::vector<int32_t>{0, 1}));
+}
+
+TEST(Placement, ReadsNodesAttentionAndExpertsAndNamesWhatIsWrong) {
+  const auto j = nlohmann::json::parse(R"({
+    "nodes": ["local", {"name": "a", "address": "127.0.0.1:7101"}, "10.0.0.2:7102"],
+    "attention": [{"node": "a", "layers": [1, 2]}],
+    "expert_actors": [{"node": "a", "experts": [0, 1]}, {"node": "10.0.0.2:7102", "experts": [2, 3]}]
+  })");
+  auto p = placement_from_json(j);
+  ASSERT_TRUE(p.has_value()) << p.error().to_string();
+  ASSERT_EQ(p->nodes.size(), 3u);
+  EXPECT_TRUE(p->nodes[0].is_local());
+  EXPECT_EQ(p->nodes[1].host, "127.0.0.1");
+  EXPECT_EQ(p->nodes[1].port, 7101);
+  EXPECT_EQ(p->nodes[2].name, "10.0.0.2:7102");
+  EXPECT_EQ(p->nodes[2].port, 7102);
+  EXPECT_TRUE(p->multi_process());
+  EXPECT_EQ(p->attention_node(0), "local");
+  EXPECT_EQ(p->attention_node(2), "a");
+  EXPECT_TRUE(p->validate(4, 3).is_ok()) << p->validate(4, 3).to_string();
+  // Round trip through JSON.
+  auto back = placement_from_json(to_json(*p));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(to_json(*back), to_json(*p));
+  // Without "local" in the list it is added.
+  auto q = placement_from_json(nlohmann::json::parse(R"({"nodes": [{"name": "a", "address": "h:1"}]})"));
+  ASSERT_TRUE(q.has_value());
+  EXPECT_TRUE(q->resolved(2).find_node("local") != nullptr);
+  struct Bad {
+    const char* json;
+    int64_t layers;
+    const char* says;
+  };
+  for (const Bad& b : std::vector<Bad>{
+           {R"({"nodes": [{"name": "a", "address": "nohost"}]})", 3, "not host:port"},
+           {R"({"nodes": [{"name": "a", "address": "h:70000"}]})", 3, "[1, 65535]"},
+           {R"({"nodes": [{"name": "a"}]})", 3, "needs an address"},
+           {R"({"nodes": [{"name": "local", "address": "h:5"}]})", 3, "takes no address"},
+           {R"({"nodes": ["h:5", "h:5"]})", 3, "named twice"},
+           {R"({"nodes": [3]})", 3, "each node is"},
+           {R"({"attention": [{"node": "zz", "layers": [0]}]})", 3, "unknown node 'zz'"},
+           {R"({"attention": [{"node": "local", "layers": [3]}]})", 3, "outside [0, 3)"},
+           {R"({"attention": [{"node": "local", "layers": [1, 1]}]})", 3, "placed twice"},
+           {R"({"attention": [{"node": "local"}]})", 3, "'layers' array"},
+           {R"({"expert_actors": [{"node": "zz", "experts": [0, 1, 2, 3]}]})", 3, "unknown node 'zz'"},
+       }) {
+    auto parsed = placement_from_json(nlohmann::json::parse(b.json));
+    Status st = parsed.has_value() ? parsed->resolved(4).validate(4, b.layers) : parsed.error();
+    EXPECT_FALSE(st.is_ok()) << b.json;
+    EXPECT_NE(st.message().find(b.says), std::string::npos) << b.json << " -> " << st.message();
+  }
 }
 
 }  // namespace
