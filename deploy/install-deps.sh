@@ -3,7 +3,7 @@
 # CUDA (nvcc, cuBLAS, NCCL) is not a Debian package here: where it is installed under
 # /usr/local/cuda, the build picks it up; without it the CPU build is complete.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config curl
+packages=(cmake ninja-build g++ pkg-config curl jq
           libcaf-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libcli11-dev
           libgtest-dev libgmock-dev libbenchmark-dev libucx-dev libboost-dev
           npm)

@@ -83,6 +83,7 @@ struct UcxTransport::Impl {
   UcxStats stats;
 
   std::atomic<bool> stop{false};
+  std::atomic<bool> closing{false};  // our own shutdown: peers going away is expected
   std::thread thread;
 
   ~Impl() { shutdown(); }
@@ -161,7 +162,7 @@ struct UcxTransport::Impl {
   static void on_peer_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* peer = static_cast<Peer*>(arg);
     if (peer->failed.exchange(true)) return;
-    std::fprintf(stderr, "fulgur: UCX connection to %s failed: %s\n", peer->name.c_str(), ucs_status_string(status));
+    if (!peer->impl->closing) std::fprintf(stderr, "fulgur: UCX connection to %s failed: %s\n", peer->name.c_str(), ucs_status_string(status));
     if (peer->process < 0) return;
     // Receives of that process's tags will never complete: fail them now (outside UCX's callback).
     Impl* impl = peer->impl;
@@ -235,6 +236,7 @@ struct UcxTransport::Impl {
   }
 
   void shutdown() {
+    closing = true;
     if (thread.joinable()) {
       // Close endpoints on the progress thread, then stop it.
       std::promise<void> closed;
