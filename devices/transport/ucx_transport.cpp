@@ -72,7 +72,7 @@ struct UcxTransport::Impl {
 
   std::mutex mu;  // queue, peers_by_address
   std::deque<std::function<void()>> queue;
-  std::map<std::vector<uint8_t>, PeerId> peers_by_address;
+  std::map<std::string, PeerId> peers_by_address;  // keyed by the address bytes
   std::deque<Peer> peers;  // stable addresses; appended only on the progress thread
   // Progress thread only: receives posted to UCX, and processes whose connection failed.
   std::multimap<uint64_t, std::shared_ptr<RecvOp>> pending;
@@ -346,17 +346,18 @@ uint64_t UcxTransport::next_tag() {
 Expected<PeerId> UcxTransport::connect(const std::vector<uint8_t>& address, const std::string& name,
                                        int32_t peer_process) {
   if (address.empty()) return Status(Errc::invalid_argument, "UCX: empty worker address for " + name);
+  const std::string key(address.begin(), address.end());
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    auto it = impl_->peers_by_address.find(address);
+    auto it = impl_->peers_by_address.find(key);
     if (it != impl_->peers_by_address.end()) return it->second;
   }
   std::promise<Expected<PeerId>> done;
   Impl* impl = impl_.get();
-  impl->post([impl, &address, &name, &done, peer_process] {
+  impl->post([impl, &address, &key, &name, &done, peer_process] {
     {
       std::lock_guard<std::mutex> lock(impl->mu);
-      auto it = impl->peers_by_address.find(address);
+      auto it = impl->peers_by_address.find(key);
       if (it != impl->peers_by_address.end()) {
         done.set_value(it->second);
         return;
@@ -389,7 +390,7 @@ Expected<PeerId> UcxTransport::connect(const std::vector<uint8_t>& address, cons
     }
     {
       std::lock_guard<std::mutex> lock(impl->mu);
-      impl->peers_by_address[address] = id;
+      impl->peers_by_address[key] = id;
     }
     done.set_value(id);
   });
