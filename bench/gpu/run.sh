@@ -16,16 +16,67 @@
 #   ONLY=expert BIN=.cache/gpu-expert TEST_FILTER='CudaExpertFfn*' bash bench/gpu/run.sh
 # ONLY=expert skips the lightning / MoE-path sections; ONLY=lightning skips the expert one; TEST_FILTER is a
 # GoogleTest filter for test_cuda (default: all).
+#
+# Softmax attention (bench_softmax_attention + torch_softmax_attention.py, issue "softmax attention"): prebuilt
+# (`ninja -C build-gpu3 -j1 test_cuda bench_softmax_attention`, binaries and libs into .cache/gpu-softmax), then
+#   ONLY=softmax BIN=.cache/gpu-softmax TEST_FILTER='CudaSoftmaxAttention*' bash bench/gpu/run.sh
+# ONLY=softmax runs that section alone.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BIN=${BIN:-.cache/gpu-lightning}
 QUICK=${QUICK:-}
-ONLY=${ONLY:-}          # '', expert or lightning
+ONLY=${ONLY:-}          # '', expert, lightning or softmax
 TEST_FILTER=${TEST_FILTER:-*}
 export LD_LIBRARY_PATH=$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}  # cuBLAS for test_cuda_devices
 
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+if [ "$ONLY" = softmax ]; then
+  if [ ! -x "$BIN/bench_softmax_attention" ]; then
+    mkdir -p "$BIN"
+    nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_softmax_attention.cu \
+      kernels/cuda/softmax_attention.cu -o "$BIN/bench_softmax_attention" 2>&1 | tee "$OUT/build.log"
+  fi
+  test_rc=skipped
+  if [ -x "$BIN/test_cuda" ]; then
+    "$BIN/test_cuda" --gtest_color=no --gtest_filter="$TEST_FILTER" > "$OUT/test.log" 2>&1
+    test_rc=$?
+    grep -E "^\[softmax|^\[  (PASSED|FAILED)|^\[==========|Failure" "$OUT/test.log" | tail -40
+  fi
+  "$BIN/bench_softmax_attention" ${QUICK:+--quick} --json "$OUT/softmax.json" > "$OUT/softmax.stdout" 2> >(tee "$OUT/softmax.log" >&2)
+  sbench_rc=$?
+  PYTHONUNBUFFERED=1 python3 bench/gpu/torch_softmax_attention.py ${QUICK:+--quick} --json "$OUT/torch_softmax.json" \
+    > "$OUT/torch_softmax.stdout" 2> >(tee "$OUT/torch_softmax.log" >&2)
+  storch_rc=$?
+  sleep 1
+  python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        return {"error": str(e)}
+b, t = load("softmax.json"), load("torch_softmax.json")
+print("\n==== softmax attention, %s, copy %.3f TB/s ====" % (b.get("device", "?"), b.get("copy_bandwidth_TBps", float("nan"))))
+tp = {r["T"]: r for r in t.get("prefill", [])}
+print("%-8s %9s %10s %10s %12s %12s %8s" % ("prefill", "rows/warp", "ours ms", "ours TF/s", "torch ms", "torch TF/s", "ratio"))
+for r in b.get("prefill", []):
+    o = tp.get(r["T"], {})
+    ratio = r["tflops"] / o["tflops"] if o.get("tflops") else float("nan")
+    print("%-8d %9s %10.3f %10.1f %12s %12s %8.2f" % (r["T"], r.get("rows_per_warp", "-"), r["ms"], r["tflops"], o.get("ms", "-"),
+          o.get("tflops", "-"), ratio))
+td = {(r["batch"], r["context"]): r for r in t.get("decode", [])}
+print("%-6s %-7s %10s %10s %8s %7s %11s %10s" % ("B", "ctx", "ours us", "ours TB/s", "of copy", "splits", "torch us", "torch TB/s"))
+for r in b.get("decode", []):
+    o = td.get((r["batch"], r["context"]), {})
+    print("%-6d %-7d %10.2f %10.3f %7.0f%% %7d %11s %10s" % (r["batch"], r["context"], r["us"], r["kv_TBps"],
+          100 * r["fraction_of_copy_bw"], r["splits"], o.get("us", "-"), o.get("kv_TBps", "-")))
+EOF
+  echo "rc: tests=$test_rc bench=$sbench_rc torch=$storch_rc"
+  exit 0
+fi
 
 if [ "$ONLY" != expert ]; then
 if [ ! -x "$BIN/bench_lightning" ]; then
