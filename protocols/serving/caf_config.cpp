@@ -10,7 +10,7 @@ namespace fulgur::serving {
 void enable_middleman(caf::actor_system_config& cfg) {
   cfg.load<caf::io::middleman>();
   cfg.set("middleman.heartbeat-interval", caf::timespan{std::chrono::seconds(1)});
-  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(2)});
+  cfg.set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(5)});
 }
 
 }  // namespace fulgur::serving
