@@ -73,7 +73,7 @@ struct UcxTransport::Impl {
   std::mutex mu;  // queue, peers_by_address
   std::deque<std::function<void()>> queue;
   std::map<std::string, PeerId> peers_by_address;  // keyed by the address bytes
-  std::deque<Peer> peers;  // stable addresses; appended only on the progress thread
+  std::deque<Peer> peers;  // stable addresses; appended on the progress thread under `mu`
   // Progress thread only: receives posted to UCX, and processes whose connection failed.
   std::multimap<uint64_t, std::shared_ptr<RecvOp>> pending;
   std::map<uint16_t, std::string> failed_processes;
@@ -363,11 +363,17 @@ Expected<PeerId> UcxTransport::connect(const std::vector<uint8_t>& address, cons
         return;
       }
     }
-    impl->peers.emplace_back();
-    Impl::Peer& peer = impl->peers.back();
-    peer.name = name;
-    peer.process = peer_process;
-    peer.impl = impl;
+    Impl::Peer* added = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(impl->mu);  // send() reads the deque from other threads
+      impl->peers.emplace_back();
+      added = &impl->peers.back();
+      added->name = name;
+      added->process = peer_process;
+      added->impl = impl;
+      added->id = static_cast<PeerId>(impl->peers.size() - 1);
+    }
+    Impl::Peer& peer = *added;
     ucp_ep_params_t ep{};
     ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                     UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -381,8 +387,7 @@ Expected<PeerId> UcxTransport::connect(const std::vector<uint8_t>& address, cons
       done.set_value(ucx_error("connecting to " + name, st));
       return;
     }
-    const PeerId id = static_cast<PeerId>(impl->peers.size() - 1);
-    peer.id = id;
+    const PeerId id = peer.id;
     if (peer_process >= 0) {
       // A (new) process under this index: its tags are fine again.
       impl->process_peer[static_cast<uint16_t>(peer_process)] = id;
