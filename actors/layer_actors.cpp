@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 
 #include "actors/data_plane.h"
+#include "kernels/embedding.h"
 #include "kernels/sampling.h"
 #include "protocols/serving/errors.h"
 
@@ -210,12 +211,14 @@ Status expert_step(ExpertState& s, const TokenGroup& g, const Tensor& h2, Tensor
                                               std::to_string(g.expert));
   }
   const int64_t n = static_cast<int64_t>(g.rows.size());
-  Tensor xg = Tensor::empty(DType::f32, {n, hidden});
-  for (int64_t i = 0; i < n; ++i) {
-    if (g.rows[i] < 0 || g.rows[i] >= h2.size(0)) return Status(Errc::invalid_argument, "token group row out of range");
-    std::memcpy(xg.data<float>() + i * hidden, h2.data<float>() + g.rows[i] * hidden, sizeof(float) * hidden);
-  }
   y = Tensor::empty(DType::f32, {n, hidden});
+  // A group from another process arrives already gathered (rows 0..n-1 of its own tensor).
+  bool identity = n == h2.size(0);
+  for (int64_t i = 0; identity && i < n; ++i) identity = g.rows[i] == i;
+  if (identity) return s.moe[g.layer]->expert_forward(g.expert, h2.data<float>(), n, y.data<float>());
+  Tensor xg = Tensor::empty(DType::f32, {n, hidden});
+  const auto ks = kernels::embedding_cpu({h2.data<float>(), g.rows.data(), xg.data<float>(), n, hidden, h2.size(0)});
+  if (!ks.ok()) return Status(Errc::invalid_argument, std::string("token group row out of range: ") + ks.error);
   return s.moe[g.layer]->expert_forward(g.expert, xg.data<float>(), n, y.data<float>());
 }
 

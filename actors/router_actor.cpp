@@ -9,6 +9,7 @@
 #include <caf/all.hpp>
 
 #include "actors/data_plane.h"
+#include "kernels/embedding.h"
 #include "kernels/rmsnorm.h"
 #include "protocols/serving/errors.h"
 
@@ -145,9 +146,8 @@ Expected<std::pair<TokenGroup, HiddenHandle>> group_message(RouterState& s, Disp
   const auto& rows = d.groups[g].rows;
   const int64_t hidden = h2->size(1), n = static_cast<int64_t>(rows.size());
   Tensor xg = Tensor::empty(DType::f32, {n, hidden});
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(xg.data<float>() + i * hidden, h2->data<float>() + rows[i] * hidden, sizeof(float) * hidden);
-  }
+  const auto ks = kernels::embedding_cpu({h2->data<float>(), rows.data(), xg.data<float>(), n, hidden, h2->size(0)});
+  if (!ks.ok()) return Status(Errc::internal, "router: gathering group " + std::to_string(g) + ": " + ks.error);
   TokenGroup tg = d.groups[g];
   for (int64_t i = 0; i < n; ++i) tg.rows[i] = static_cast<int32_t>(i);
   FULGUR_ASSIGN_OR_RETURN(HiddenHandle h, s.dp->ship(HiddenHandle::wrap(std::move(xg)), dest));
