@@ -3,7 +3,8 @@
 // in the same run:
 //  - prefill: T = 4k, 16k, 64k tokens (2T grouped rows), routing uniform / zipf (p_e ~ 1/(e+1)) / half
 //    (50 % of the rows on expert 0, the most top-2 allows); bf16 grouped (cublasGemmGroupedBatchedEx)
-//    and per-expert (cublasGemmEx loop) modes; FLOPs 6 * rows * hidden * inter; dense = one
+//    and per-expert (cublasGemmEx loop) modes, the loop also with its experts spread over 2 and 4
+//    streams (side streams of ExpertFfnBf16Params); FLOPs 6 * rows * hidden * inter; dense = one
 //    [2T, hidden] x [hidden, 2 inter] + one [2T, inter] x [inter, hidden] GEMM.
 //  - decode: 1, 4, 16, 64 rows per expert over all 32 experts, and one token's top-2 (2 experts x 1
 //    row): bf16 vs int8 weight-only, us and weight bytes per second.
@@ -183,6 +184,23 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaEventElapsedTime(&quant_ms, qa, qb));
   std::printf("quantize_rows_int8, whole layer (10.9 GB bf16 -> 5.4 GB int8): %.2f ms\n", quant_ms);
 
+  // Side streams (non-blocking, own cuBLAS handle each) for the multi-stream loop.
+  constexpr int kSides = 3;
+  cudaStream_t side_streams[kSides];
+  cublasHandle_t side_blas[kSides];
+  cudaEvent_t side_done[kSides], fork;
+  CHECK_CUDA(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  for (int i = 0; i < kSides; ++i) {
+    CHECK_CUDA(cudaStreamCreateWithFlags(&side_streams[i], cudaStreamNonBlocking));
+    CHECK_CUDA(cudaEventCreateWithFlags(&side_done[i], cudaEventDisableTiming));
+    CHECK_CUBLAS(cublasCreate(&side_blas[i]));
+    CHECK_CUBLAS(cublasSetStream(side_blas[i], side_streams[i]));
+  }
+  auto with_sides = [&](cuda::ExpertFfnBf16Params p, int sides) {
+    p.num_side_streams = sides, p.fork = fork;
+    for (int i = 0; i < sides; ++i) p.side[i] = {side_streams[i], reinterpret_cast<cublasContext*>(side_blas[i]), side_done[i]};
+    return p;
+  };
   auto bf16_params = [&](const std::vector<int32_t>& off, cuda::ExpertGemmMode mode, __nv_bfloat16* out) {
     cuda::ExpertFfnBf16Params p;
     p.x = reinterpret_cast<uint16_t*>(x), p.w13 = reinterpret_cast<uint16_t*>(w13);
@@ -202,8 +220,8 @@ int main(int argc, char** argv) {
   std::string json = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"sms\": " +
                      std::to_string(prop.multiProcessorCount) + ",\n  \"quantize_ms\": " + std::to_string(quant_ms) +
                      ",\n  \"prefill\": [\n";
-  std::printf("\n%-6s %-8s %9s %9s %9s %9s %9s %9s %7s %9s\n", "T", "routing", "grp ms", "grp TF/s", "loop ms",
-              "loop TF/s", "dense ms", "dense TF", "ratio", "int8 ms");
+  std::printf("\n%-6s %-8s %9s %9s %9s %9s %9s %9s %9s %9s %7s %9s\n", "T", "routing", "grp ms", "grp TF/s", "loop ms",
+              "loop TF/s", "loop2 ms", "loop4 ms", "dense ms", "dense TF", "ratio", "int8 ms");
   bool first = true;
   for (int64_t T : Ts) {
     const int64_t rows = 2 * T;
@@ -226,6 +244,9 @@ int main(int argc, char** argv) {
       const auto pl = bf16_params(off, cuda::ExpertGemmMode::per_expert, y2);
       const double g_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, reps);
       const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, reps);
+      const auto pl2 = with_sides(pl, 1), pl4 = with_sides(pl, 3);
+      const double l2_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl2, nullptr)); }, reps);
+      const double l4_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl4, nullptr)); }, reps);
       const double diff = T == Ts.front() ? rel_diff(y, y2, size_t(rows) * H) : -1;
       double i8_ms = -1;
       if (T == 4096) {
@@ -236,16 +257,19 @@ int main(int argc, char** argv) {
       int max_expert_rows = 0;
       for (int64_t e = 0; e < E; ++e) max_expert_rows = std::max(max_expert_rows, off[e + 1] - off[e]);
       const double g_tf = flops / (g_ms * 1e-3) / 1e12, l_tf = flops / (l_ms * 1e-3) / 1e12;
-      const double ratio = std::max(g_tf, l_tf) / dense_tf;
-      std::printf("%-6lld %-8s %9.3f %9.1f %9.3f %9.1f %9.3f %9.1f %6.0f%% %9.3f%s\n", (long long)T, kind, g_ms, g_tf,
-                  l_ms, l_tf, dense_ms, dense_tf, 100 * ratio, i8_ms,
+      const double l2_tf = flops / (l2_ms * 1e-3) / 1e12, l4_tf = flops / (l4_ms * 1e-3) / 1e12;
+      const double ratio = std::max({g_tf, l_tf, l2_tf, l4_tf}) / dense_tf;
+      std::printf("%-6lld %-8s %9.3f %9.1f %9.3f %9.1f %9.3f %9.3f %9.3f %9.1f %6.0f%% %9.3f%s\n", (long long)T, kind, g_ms,
+                  g_tf, l_ms, l_tf, l2_ms, l4_ms, dense_ms, dense_tf, 100 * ratio, i8_ms,
                   diff >= 0 ? ("   (grouped vs loop rel diff " + std::to_string(diff) + ")").c_str() : "");
-      char buf[512];
+      char buf[768];
       std::snprintf(buf, sizeof buf,
                     "%s    {\"T\": %lld, \"rows\": %lld, \"routing\": \"%s\", \"max_expert_rows\": %d, \"grouped_ms\": %.4f, "
-                    "\"grouped_tflops\": %.2f, \"per_expert_ms\": %.4f, \"per_expert_tflops\": %.2f, \"dense_ms\": %.4f, "
+                    "\"grouped_tflops\": %.2f, \"per_expert_ms\": %.4f, \"per_expert_tflops\": %.2f, \"streams2_ms\": %.4f, "
+                    "\"streams2_tflops\": %.2f, \"streams4_ms\": %.4f, \"streams4_tflops\": %.2f, \"dense_ms\": %.4f, "
                     "\"dense_tflops\": %.2f, \"ratio_best_to_dense\": %.4f, \"int8_ms\": %.4f}",
-                    first ? "" : ",\n", (long long)T, (long long)rows, kind, max_expert_rows, g_ms, g_tf, l_ms, l_tf, dense_ms, dense_tf, ratio, i8_ms);
+                    first ? "" : ",\n", (long long)T, (long long)rows, kind, max_expert_rows, g_ms, g_tf, l_ms, l_tf, l2_ms, l2_tf,
+                    l4_ms, l4_tf, dense_ms, dense_tf, ratio, i8_ms);
       json += buf;
       first = false;
     }

@@ -27,10 +27,13 @@ tp = {(r["T"], r["routing"]): r for r in t.get("prefill", [])}
 print("%-6s %-8s %9s %9s %9s %7s %5s %10s %10s" % ("T", "routing", "ours ms", "ours TF/s", "dense TF", "ratio", "mode",
                                                    "torch ms", "torch TF/s"))
 for r in b.get("prefill", []):
-    best = "grp" if r["grouped_ms"] <= r["per_expert_ms"] else "loop"
+    modes = {"grp": r["grouped_ms"], "loop": r["per_expert_ms"], "loop2": r.get("streams2_ms", 1e30),
+             "loop4": r.get("streams4_ms", 1e30)}
+    best = min(modes, key=modes.get)
     o = tp.get((r["T"], r["routing"]), {})
+    ms = modes[best]
     print("%-6d %-8s %9.3f %9.1f %9.1f %6.0f%% %5s %10s %10s" % (
-        r["T"], r["routing"], min(r["grouped_ms"], r["per_expert_ms"]), max(r["grouped_tflops"], r["per_expert_tflops"]),
+        r["T"], r["routing"], ms, 6.0 * r["rows"] * 6144 * 9216 / (ms * 1e-3) / 1e12,
         r["dense_tflops"], 100 * r["ratio_best_to_dense"], best, "%.3f" % o["loop_ms"] if o else "-",
         "%.1f" % o["loop_tflops"] if o else "-"))
 print("offsets device->host round trip: %.1f us" % b.get("offsets_roundtrip_us", float("nan")))

@@ -119,6 +119,16 @@ KernelStatus expert_ffn_bf16(const ExpertFfnBf16Params& p, Stream stream) {
       reinterpret_cast<uintptr_t>(p.workspace) % 256 != 0) {
     return kernel_error("expert_ffn_bf16: workspace missing, too small or not 256-byte aligned");
   }
+  if (p.num_side_streams < 0 || p.num_side_streams > kExpertFfnMaxSideStreams) {
+    return kernel_error("expert_ffn_bf16: num_side_streams out of [0, 7]");
+  }
+  for (int i = 0; i < p.num_side_streams; ++i) {
+    if (p.side[i].stream == nullptr || p.side[i].stream == stream || p.side[i].blas == nullptr ||
+        p.side[i].done == nullptr || p.side[i].blas == p.blas) {
+      return kernel_error("expert_ffn_bf16: a side stream needs its own stream, cuBLAS handle and event");
+    }
+  }
+  if (p.num_side_streams > 0 && p.fork == nullptr) return kernel_error("expert_ffn_bf16: side streams need a fork event");
   const auto* x = reinterpret_cast<const __nv_bfloat16*>(p.x);
   const auto* w13 = reinterpret_cast<const __nv_bfloat16*>(p.w13);
   const auto* w2 = reinterpret_cast<const __nv_bfloat16*>(p.w2);
@@ -130,14 +140,41 @@ KernelStatus expert_ffn_bf16(const ExpertFfnBf16Params& p, Stream stream) {
   const float one = 1.f, zero = 0.f;
 
   if (resolve_mode(p.mode, off, E) == ExpertGemmMode::per_expert) {
+    const int S = 1 + p.num_side_streams;
+    if (p.num_side_streams > 0) {
+      FULGUR_CUDA_CHECK(cudaEventRecord(p.fork, stream));
+      for (int i = 0; i < p.num_side_streams; ++i) {
+        FULGUR_CUBLAS_CHECK(cublasSetStream(p.side[i].blas, p.side[i].stream));
+        FULGUR_CUDA_CHECK(cudaStreamWaitEvent(p.side[i].stream, p.fork, 0));
+      }
+    }
+    // Expert chains round-robin over the streams (experts with rows only, so every stream gets work).
+    int next = 0;
     for (int e = 0; e < E; ++e) {
       const int n = off[e + 1] - off[e];
       if (n == 0) continue;
-      FULGUR_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, w13 + int64_t(e) * 2 * I * H,
-                                       CUDA_R_16BF, H, x + int64_t(off[e]) * H, CUDA_R_16BF, H, &zero,
-                                       h13 + int64_t(off[e]) * 2 * I, CUDA_R_16BF, 2 * I, CUBLAS_COMPUTE_32F,
-                                       CUBLAS_GEMM_DEFAULT));
+      const int si = next++ % S;
+      const Stream st = si == 0 ? stream : p.side[si - 1].stream;
+      cublasHandle_t h = si == 0 ? blas : p.side[si - 1].blas;
+      __nv_bfloat16* h13e = h13 + int64_t(off[e]) * 2 * I;
+      FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, w13 + int64_t(e) * 2 * I * H,
+                                       CUDA_R_16BF, H, x + int64_t(off[e]) * H, CUDA_R_16BF, H, &zero, h13e,
+                                       CUDA_R_16BF, 2 * I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      if (S > 1) {
+        if (auto s = launch_swiglu(h13e, n, I, st); !s.ok()) return s;
+        FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, H, n, I, &one, w2 + int64_t(e) * H * I,
+                                         CUDA_R_16BF, I, h13e, CUDA_R_16BF, 2 * I, &zero, y + int64_t(off[e]) * H,
+                                         CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      }
     }
+    if (S > 1) {
+      for (int i = 0; i < p.num_side_streams; ++i) {
+        FULGUR_CUDA_CHECK(cudaEventRecord(p.side[i].done, p.side[i].stream));
+        FULGUR_CUDA_CHECK(cudaStreamWaitEvent(stream, p.side[i].done, 0));
+      }
+      return kernel_ok();
+    }
+    // One stream: all gate/up GEMMs, one SwiGLU over every row, all down GEMMs.
     if (auto s = launch_swiglu(h13, rows, I, stream); !s.ok()) return s;
     for (int e = 0; e < E; ++e) {
       const int n = off[e + 1] - off[e];

@@ -41,10 +41,20 @@
 #include "kernels/cuda/runtime.h"
 
 struct cublasContext;  // cublasHandle_t without including the cuBLAS headers
+struct CUevent_st;     // cudaEvent_t
 
 namespace fulgur::kernels::cuda {
 
 inline constexpr int64_t kExpertFfnMaxExperts = 256;
+inline constexpr int kExpertFfnMaxSideStreams = 7;
+
+// A stream the per-expert mode may run some experts on, with its own cuBLAS handle (bound to it, with
+// its own workspace) and an event the entry records there when the stream's share is done.
+struct ExpertFfnSideStream {
+  Stream stream = nullptr;
+  cublasContext* blas = nullptr;
+  CUevent_st* done = nullptr;
+};
 
 enum class ExpertGemmMode {
   automatic,   // per_expert, except grouped at decode sizes (<= 64 rows per expert, >= 8 experts with rows)
@@ -67,6 +77,14 @@ struct ExpertFfnBf16Params {
   cublasContext* blas = nullptr;  // cuBLAS handle; its stream is set to `stream`; its own workspace
                                   //   (cublasSetWorkspace) is used by the GEMMs
   ExpertGemmMode mode = ExpertGemmMode::automatic;
+  // Optional concurrency for the per-expert mode: experts go round-robin over `stream` and these side
+  // streams, each expert's chain (gate/up GEMM, SwiGLU over its rows, down GEMM) on one stream, so one
+  // expert's weight loads and tail overlap another's math. The side streams first wait for `fork`
+  // (recorded on `stream` by the entry); `stream` waits for every side stream's `done` before the entry
+  // returns, so to the caller the work is on `stream` alone. Ignored by the grouped mode.
+  int num_side_streams = 0;
+  ExpertFfnSideStream side[kExpertFfnMaxSideStreams];
+  CUevent_st* fork = nullptr;
 };
 // Workspace layout (byte offsets, each 256-aligned):
 //   [0, P)          pointer arrays of the grouped call: 6 x num_experts device pointers (P = 48 * E)

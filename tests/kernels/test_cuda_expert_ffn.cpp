@@ -14,6 +14,7 @@
 //   every element |d| <= 2^-6 (|ref| + rms(ref))  (a few ulps, and absolute room near zero).
 // Against the unrounded f32 semantics (MoeBlock) the four bf16 roundings add ~2^-9 RMS each: <= 1e-2.
 // Quantiser: bit-exact with quantize_rows_int8_cpu (same IEEE division and rounding).
+#include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <gtest/gtest.h>
 
@@ -182,6 +183,63 @@ TEST(CudaExpertFfn, Bf16MatchesCpuReference) {
   }
   std::printf("expert_ffn_bf16: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst, kRelL2Tol,
               worst_f32, kF32SemanticsTol);
+}
+
+// Experts spread over side streams run the same GEMM calls and the same SwiGLU per row: the output
+// must be bit-identical to the one-stream per-expert mode, also when the caller's stream is busy.
+TEST(CudaExpertFfn, Bf16SideStreamsAreBitIdentical) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  BlasHandle blas;
+  constexpr int kSides = 3;
+  cudaStream_t main_stream, sides[kSides];
+  cudaEvent_t fork, done[kSides];
+  BlasHandle side_blas[kSides];
+  ASSERT_EQ(cudaStreamCreateWithFlags(&main_stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), cudaSuccess);
+  for (int i = 0; i < kSides; ++i) {
+    ASSERT_EQ(cudaStreamCreateWithFlags(&sides[i], cudaStreamNonBlocking), cudaSuccess);
+    ASSERT_EQ(cudaEventCreateWithFlags(&done[i], cudaEventDisableTiming), cudaSuccess);
+  }
+  for (const FfnCase& c : bf16_cases()) {
+    SCOPED_TRACE(c.name);
+    const int64_t E = static_cast<int64_t>(c.counts.size()), H = c.hidden, I = c.inter;
+    const std::vector<int32_t> off = offsets_of(c.counts);
+    const int64_t rows = std::max<int64_t>(off[E], 1);
+    const std::vector<uint16_t> x = test::to_bf16(test::random_floats(rows * H, 77 + H));
+    const Weights w = random_weights(E, H, I, 78 + I);
+    auto dx = test::to_device(x);
+    auto dw13 = test::to_device(w.w13);
+    auto dw2 = test::to_device(w.w2);
+    const size_t ws_bytes = cuda::expert_ffn_bf16_workspace_bytes(rows, E, I);
+    test::DeviceBuffer dws(ws_bytes), dy(rows * H * 2);
+    std::vector<uint16_t> y_one(rows * H), y_side(rows * H);
+    for (int sides_used : {0, kSides}) {
+      test::upload(dy, std::vector<uint16_t>(rows * H, 0x7fc1));
+      cuda::ExpertFfnBf16Params p;
+      p.x = dx->as<uint16_t>(), p.w13 = dw13->as<uint16_t>(), p.w2 = dw2->as<uint16_t>(), p.y = dy.as<uint16_t>();
+      p.host_expert_offsets = off.data(), p.num_experts = E, p.hidden = H, p.inter = I;
+      p.workspace = dws.ptr, p.workspace_bytes = ws_bytes, p.blas = reinterpret_cast<cublasContext*>(blas.h);
+      p.mode = cuda::ExpertGemmMode::per_expert;
+      p.num_side_streams = sides_used, p.fork = fork;
+      for (int i = 0; i < sides_used; ++i) {
+        p.side[i] = {sides[i], reinterpret_cast<cublasContext*>(side_blas[i].h), done[i]};
+      }
+      const KernelStatus s = cuda::expert_ffn_bf16(p, main_stream);
+      ASSERT_TRUE(s.ok()) << s.error;
+      ASSERT_EQ(cudaStreamSynchronize(main_stream), cudaSuccess);  // the join: main waits for the sides
+      test::download(sides_used == 0 ? y_one : y_side, dy);
+    }
+    EXPECT_EQ(y_one, y_side);
+  }
+  // A side stream sharing the caller's cuBLAS handle would race on its workspace: refused.
+  cuda::ExpertFfnBf16Params bad;
+  const std::vector<int32_t> off = {0, 1};
+  bad.host_expert_offsets = off.data(), bad.num_experts = 1, bad.hidden = 16, bad.inter = 16;
+  bad.blas = reinterpret_cast<cublasContext*>(blas.h), bad.num_side_streams = 1, bad.fork = fork;
+  bad.side[0] = {sides[0], reinterpret_cast<cublasContext*>(blas.h), done[0]};
+  EXPECT_FALSE(cuda::expert_ffn_bf16(bad, main_stream).ok());
+  for (int i = 0; i < kSides; ++i) cudaStreamDestroy(sides[i]), cudaEventDestroy(done[i]);
+  cudaEventDestroy(fork), cudaStreamDestroy(main_stream);
 }
 
 // ---- int8 ------------------------------------------------------------------------------------------
