@@ -12,7 +12,7 @@ std::vector<DeviceInfo> available_devices() {
   std::vector<DeviceInfo> out = {{Device{DeviceKind::cpu, 0}, "cpu", true}};
 #ifdef FULGUR_HAVE_CUDA
   const int n = kernels::cuda::device_count();
-  for (int i = 0; i < n; ++i) out.push_back({Device{DeviceKind::cuda, i}, "cuda:" + std::to_string(i), false});
+  for (int i = 0; i < n; ++i) out.push_back({Device{DeviceKind::cuda, i}, "cuda:" + std::to_string(i), true});
 #endif
   return out;
 }

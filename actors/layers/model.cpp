@@ -121,6 +121,21 @@ SingleSequence::SingleSequence(const Model& model, int64_t max_tokens, int64_t p
       page_size_(page_size),
       pools_(StatePools::create(model.config(), 1, (max_tokens + page_size - 1) / page_size, page_size)) {}
 
+BatchLayout single_sequence_layout(int64_t length, int64_t n, int64_t num_blocks) {
+  BatchLayout b;
+  b.num_tokens = n;
+  b.cu_seqlens = {0, static_cast<int32_t>(n)};
+  b.state_slots = {0};
+  b.context_lens = {static_cast<int32_t>(length + n)};
+  b.max_blocks_per_seq = num_blocks;
+  for (int64_t i = 0; i < num_blocks; ++i) b.block_tables.push_back(static_cast<int32_t>(i));
+  for (int64_t i = 0; i < n; ++i) {
+    b.positions.push_back(static_cast<int32_t>(length + i));
+    b.kv_slot_mapping.push_back(length + i);  // identity page table
+  }
+  return b;
+}
+
 Status SingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return Status(Errc::invalid_argument, "step: no tokens");
@@ -128,17 +143,7 @@ Status SingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits,
     return Status(Errc::invalid_argument, "sequence of " + std::to_string(length_ + n) +
                                               " tokens exceeds its capacity of " + std::to_string(max_tokens_));
   }
-  BatchLayout b;
-  b.num_tokens = n;
-  b.cu_seqlens = {0, static_cast<int32_t>(n)};
-  b.state_slots = {0};
-  b.context_lens = {static_cast<int32_t>(length_ + n)};
-  b.max_blocks_per_seq = pools_.num_blocks;
-  for (int64_t i = 0; i < pools_.num_blocks; ++i) b.block_tables.push_back(static_cast<int32_t>(i));
-  for (int64_t i = 0; i < n; ++i) {
-    b.positions.push_back(static_cast<int32_t>(length_ + i));
-    b.kv_slot_mapping.push_back(length_ + i);  // identity page table
-  }
+  const BatchLayout b = single_sequence_layout(length_, n, pools_.num_blocks);
   std::vector<int64_t> rows;
   if (all_logits) {
     for (int64_t i = 0; i < n; ++i) rows.push_back(i);
@@ -151,8 +156,9 @@ Status SingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits,
   return Status::ok();
 }
 
-Expected<Tensor> forward_all_logits(const Model& model, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
-  const int64_t T = static_cast<int64_t>(tokens.size()), V = model.config().vocab_size;
+Expected<Tensor> forward_all_logits(int64_t vocab, const std::vector<int32_t>& tokens, const ForwardOptions& opt,
+                                    const SequenceStep& step) {
+  const int64_t T = static_cast<int64_t>(tokens.size()), V = vocab;
   if (T == 0) return Status(Errc::invalid_argument, "no tokens given");
   if (opt.chunk_size < 0) return Status(Errc::invalid_argument, "chunk size must be positive");
   if (opt.decode_from == 0 || opt.decode_from > T) {
@@ -160,18 +166,26 @@ Expected<Tensor> forward_all_logits(const Model& model, const std::vector<int32_
   }
   const int64_t prefill_len = opt.decode_from > 0 ? opt.decode_from : T;
   const int64_t chunk = opt.chunk_size > 0 ? opt.chunk_size : prefill_len;
-  SingleSequence seq(model, T);
   Tensor all = Tensor::empty(DType::f32, {T, V});
   auto run = [&](int64_t begin, int64_t count) -> Status {
     std::vector<int32_t> part(tokens.begin() + begin, tokens.begin() + begin + count);
     Tensor logits;
-    FULGUR_TRY(seq.step(part, true, logits));
+    FULGUR_TRY(step(part, logits));
+    if (logits.dtype() != DType::f32 || logits.numel() != count * V) {
+      return Status(Errc::internal, "forward: a step returned logits " + logits.describe());
+    }
     std::memcpy(all.data<float>() + begin * V, logits.data<float>(), logits.nbytes());
     return Status::ok();
   };
   for (int64_t t0 = 0; t0 < prefill_len; t0 += chunk) FULGUR_TRY(run(t0, std::min(chunk, prefill_len - t0)));
   for (int64_t t = prefill_len; t < T; ++t) FULGUR_TRY(run(t, 1));
   return all;
+}
+
+Expected<Tensor> forward_all_logits(const Model& model, const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
+  SingleSequence seq(model, std::max<int64_t>(1, static_cast<int64_t>(tokens.size())));
+  return forward_all_logits(model.config().vocab_size, tokens, opt,
+                            [&](const std::vector<int32_t>& part, Tensor& logits) { return seq.step(part, true, logits); });
 }
 
 }  // namespace fulgur

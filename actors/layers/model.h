@@ -3,6 +3,7 @@
 // serving runtime wrap the same DecoderLayer objects.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -63,5 +64,14 @@ struct ForwardOptions {
 };
 // logits [T, vocab] for every token of `tokens`.
 Expected<Tensor> forward_all_logits(const Model& model, const std::vector<int32_t>& tokens, const ForwardOptions& opt);
+
+// The pieces both devices share. The layout of one step of a single sequence: n new tokens after
+// `length` earlier ones, state slot 0, the identity page table over num_blocks pages.
+BatchLayout single_sequence_layout(int64_t length, int64_t n, int64_t num_blocks);
+// Appends tokens to one sequence and returns the logits of all of them ([n, vocab]).
+using SequenceStep = std::function<Status(const std::vector<int32_t>& tokens, Tensor& logits)>;
+// Feeds `tokens` through `step` as `opt` says and gathers logits [T, vocab].
+Expected<Tensor> forward_all_logits(int64_t vocab, const std::vector<int32_t>& tokens, const ForwardOptions& opt,
+                                    const SequenceStep& step);
 
 }  // namespace fulgur

@@ -54,8 +54,13 @@ TEST(Devices, CpuAlwaysPresentAndSelectable) {
     ASSERT_FALSE(d.has_value()) << bad;
     EXPECT_EQ(d.error().code(), Errc::invalid_argument) << bad;
   }
-  // No CUDA model forward yet: a clear refusal, never a crash.
-  EXPECT_FALSE(select_device("cuda").has_value());
+  // A CUDA device is selectable exactly when this machine has one (and the build the backend).
+  bool has_cuda = false;
+  for (const DeviceInfo& d : devices) has_cuda = has_cuda || d.device.kind == DeviceKind::cuda;
+  EXPECT_EQ(select_device("cuda").has_value(), has_cuda);
+  auto missing = select_device("cuda:4096");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_TRUE(missing.error().code() == Errc::not_found || missing.error().code() == Errc::unsupported);
 }
 
 }  // namespace

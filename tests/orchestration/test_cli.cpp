@@ -4,11 +4,13 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <sys/wait.h>
 
+#include "devices/device.h"
 #include "orchestration/checkpoint/safetensors.h"
 #include "test_util.h"
 
@@ -22,8 +24,15 @@ struct Result {
   std::string output;  // stdout and stderr
 };
 
+// The build's bin/ folder; FULGUR_BINARY_DIR in the environment overrides it (binaries built on one
+// machine and run from a copy on another, e.g. the GPU machine).
+std::string binary_dir() {
+  const char* env = std::getenv("FULGUR_BINARY_DIR");
+  return env != nullptr && *env != '\0' ? env : FULGUR_BINARY_DIR;
+}
+
 Result run(const std::string& args) {
-  const std::string cmd = std::string(FULGUR_BINARY_DIR) + "/bin/fulgur " + args + " 2>&1";
+  const std::string cmd = binary_dir() + "/bin/fulgur " + args + " 2>&1";
   Result r{-1, {}};
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -92,6 +101,35 @@ TEST_F(Cli, ForwardModesAgree) {
   EXPECT_LT(test::rel_l2(logits((dir_ / "c.safetensors").string()), la), 1e-5);
 }
 
+// `forward --device cuda`: the f32 mode matches the CPU (f32) in all three modes within the 1e-4;
+// the bf16 mode tracks it within the rounding of bf16 activations and weights. Skips without a GPU.
+TEST_F(Cli, ForwardOnCudaMatchesCpu) {
+  ASSERT_EQ(init_.code, 0) << init_.output;
+  bool has_cuda = false;
+  for (const DeviceInfo& d : available_devices()) has_cuda = has_cuda || d.device.kind == DeviceKind::cuda;
+  if (!has_cuda) GTEST_SKIP() << "no CUDA device on this machine: GPU test skipped";
+  const std::string tokens = "--tokens 5,17,200,3,3,3,99,150,0,299,42,7,8";
+  const std::string base = "forward --model " + model_ + " " + tokens + " --out ";
+  auto cpu = run(base + (dir_ / "cpu.safetensors").string());
+  ASSERT_EQ(cpu.code, 0) << cpu.output;
+  const auto ref = logits((dir_ / "cpu.safetensors").string());
+  for (const std::string mode : {"", " --chunk-size 3", " --decode-from 2"}) {
+    auto r = run(base + (dir_ / "gpu.safetensors").string() + " --device cuda --dtype f32" + mode);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const double err = test::rel_l2(logits((dir_ / "gpu.safetensors").string()), ref);
+    std::printf("[cli] forward --device cuda --dtype f32%s: rel L2 vs cpu %.3e\n", mode.c_str(), err);
+    EXPECT_LT(err, 1e-4) << mode;
+    r = run(base + (dir_ / "gpu16.safetensors").string() + " --device cuda" + mode);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const double err16 = test::rel_l2(logits((dir_ / "gpu16.safetensors").string()), ref);
+    std::printf("[cli] forward --device cuda (bf16)%s: rel L2 vs cpu %.3e\n", mode.c_str(), err16);
+    EXPECT_LT(err16, 5e-2) << mode;
+  }
+  auto bad = run(base + (dir_ / "gpu.safetensors").string() + " --device cuda --dtype f16");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.output.find("f16"), std::string::npos) << bad.output;
+}
+
 TEST_F(Cli, GenerateIsReproducibleBySeed) {
   ASSERT_EQ(init_.code, 0) << init_.output;
   const std::string cmd = "generate --model " + model_ + " --prompt 'Hello, world!' --max-tokens 12 --temperature 0.9 --seed 5";
@@ -114,7 +152,7 @@ TEST_F(Cli, BadInputExitsNonZeroWithAMessage) {
       {"forward --model " + model_ + " --tokens 1,300" + out, "token id 300"},
       {"forward --model " + model_ + " --tokens 1,2 --decode-from 3" + out, "decode-from"},
       {"forward --model /nonexistent/model --tokens 1" + out, "/nonexistent/model"},
-      {"forward --model " + model_ + " --tokens 1 --device cuda" + out, "cuda"},
+      {"forward --model " + model_ + " --tokens 1 --device cuda:99" + out, "cuda:99"},
       {"generate --model " + model_ + " --prompt hi --top-p 0", "top-p"},
       {"init-model --out " + (dir_ / "m2").string() + " --seed 1 --config /nonexistent.json", "/nonexistent.json"},
       {"frobnicate", "frobnicate"},

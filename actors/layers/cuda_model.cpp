@@ -1,0 +1,670 @@
+#include "actors/layers/cuda_model.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "devices/cuda/allocator.h"
+#include "devices/cuda/blas.h"
+#include "devices/cuda/check.h"
+#include "devices/cuda/stream.h"
+#include "kernels/cuda/activations.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/expert_ffn.h"
+#include "kernels/cuda/lightning_attention.h"
+#include "kernels/cuda/moe_permute.h"
+#include "kernels/cuda/moe_router.h"
+#include "kernels/cuda/reference_f32.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/softmax_attention.h"
+#include "kernels/half.h"
+
+namespace fulgur {
+
+namespace kc = kernels::cuda;
+using cuda::DeviceMemory;
+
+namespace {
+
+// Smallest head_dim with an instantiated kernel that holds `d` features; 0 if none.
+template <size_t N>
+int64_t padded_head_dim(int64_t d, const int64_t (&dims)[N]) {
+  for (int64_t k : dims) {
+    if (k >= d) return k;
+  }
+  return 0;
+}
+
+Status kernel_status(const kernels::KernelStatus& ks, const std::string& where) {
+  if (ks.ok()) return Status::ok();
+  return Status(Errc::internal, where + ": " + ks.error);
+}
+
+// Host f32 matrix `src` ([rows, cols], contiguous) into a zero-filled [out_rows, out_cols] matrix,
+// row r at row_map(r), column c at col_map(c) (the head padding of the header comment).
+template <class RowMap, class ColMap>
+std::vector<float> mapped(const Tensor& src, int64_t out_rows, int64_t out_cols, RowMap row_map, ColMap col_map) {
+  const int64_t rows = src.size(0), cols = src.dim() > 1 ? src.size(1) : 1;
+  std::vector<float> out(static_cast<size_t>(out_rows * out_cols), 0.f);
+  const float* s = src.data<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out.data() + row_map(r) * out_cols;
+    for (int64_t c = 0; c < cols; ++c) o[col_map(c)] = s[r * cols + c];
+  }
+  return out;
+}
+
+std::vector<uint16_t> to_bf16(const float* s, size_t n) {
+  std::vector<uint16_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = kernels::f32_to_bf16(s[i]);
+  return out;
+}
+
+}  // namespace
+
+struct CudaLayerWeights {
+  LayerKind kind = LayerKind::lightning;
+  DeviceMemory input_norm, post_norm;  // [hidden] bf16
+  DeviceMemory qkv;       // lightning [H * 3 * Dl, hidden]; softmax [(H + 2 KV) * Ds, hidden] (q | k | v), bf16
+  DeviceMemory out_proj;  // lightning [hidden, H * D]; softmax o_proj [hidden, H * Ds], bf16
+  DeviceMemory output_gate, norm;  // lightning only: [H * D, hidden], [H * D] bf16
+  DeviceMemory slopes;             // lightning only: [H] f32
+  DeviceMemory gate;               // router [E, hidden] bf16
+  DeviceMemory w13, w2;            // experts [E, 2I, hidden], [E, hidden, I] bf16
+};
+
+struct CudaModel::Impl {
+  ModelConfig cfg;
+  int device = 0;
+  bool f32 = false;  // CudaComputeDtype::f32
+  size_t es() const { return f32 ? 4 : 2; }  // bytes per activation / weight element
+  cudaDataType_t act_type() const { return f32 ? CUDA_R_32F : CUDA_R_16BF; }
+  int64_t dl = 0, ds = 0;  // padded head_dim of the lightning / softmax kernels
+  // Declaration order = reverse destruction order: memory goes back to the allocator before it dies.
+  cuda::CudaStream stream;
+  std::unique_ptr<cuda::CachingAllocator> alloc;
+  cuda::BlasHandles blas;
+  cuda::PinnedBuffer host_offsets;  // [E + 1] int32: expert row counts for cuBLAS's host-side sizes
+  int expert_streams = 0;  // CudaModelOptions::expert_streams
+  // Side streams of the expert FFN (kernels/cuda/expert_ffn.h), each with its cuBLAS handle and event.
+  std::vector<cuda::CudaStream> side_streams;
+  std::vector<cuda::BlasHandles> side_blas;
+  std::vector<cuda::CudaEvent> side_done;
+  cuda::CudaEvent fork;
+  DeviceMemory embed, final_norm, lm_head;
+  std::vector<CudaLayerWeights> layers;
+  size_t weight_bytes = 0;
+  // State (allocate_state).
+  int64_t num_slots = 0, num_blocks = 0, page_size = 0;
+  std::vector<DeviceMemory> lightning_state;  // [layer] -> [slots, H, Dl, Dl] f32
+  std::vector<DeviceMemory> k_cache, v_cache;  // [layer] -> [blocks, page, KV, Ds] bf16
+
+  ~Impl() {
+    if (stream.handle() != nullptr) (void)stream.synchronize();
+  }
+
+  cudaStream_t s() const { return stream.handle(); }
+
+  Expected<DeviceMemory> buffer(size_t bytes) { return DeviceMemory::create(*alloc, bytes, s()); }
+
+  Expected<DeviceMemory> upload(const void* data, size_t bytes) {
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory d, buffer(bytes));
+    FULGUR_TRY(cuda::copy_async(d.data(), data, bytes, s()));
+    FULGUR_TRY(stream.synchronize());  // the host vector dies on return
+    weight_bytes += bytes;
+    return d;
+  }
+  template <class T>
+  Expected<DeviceMemory> upload(const std::vector<T>& v) {
+    return upload(v.data(), v.size() * sizeof(T));
+  }
+  // A weight in the compute dtype: f32 as is, or rounded to bf16.
+  Expected<DeviceMemory> upload_weight(const float* data, size_t n) {
+    if (f32) return upload(data, n * 4);
+    return upload(to_bf16(data, n));
+  }
+  Expected<DeviceMemory> upload_weight(const std::vector<float>& v) { return upload_weight(v.data(), v.size()); }
+  Expected<DeviceMemory> upload_weight(const Tensor& t) {
+    return upload_weight(t.data<float>(), static_cast<size_t>(t.numel()));
+  }
+  template <class T>
+  Expected<DeviceMemory> upload_step(const std::vector<T>& v) {  // per-step metadata: not weights
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory d, buffer(std::max<size_t>(v.size() * sizeof(T), 4)));
+    FULGUR_TRY(cuda::copy_async(d.data(), v.data(), v.size() * sizeof(T), s()));
+    return d;
+  }
+
+  // y[rows, out] = x[rows, in] . w[out, in]^T, operands in the compute dtype, fp32 accumulation (no
+  // TF32: the default math mode), y bf16 or f32.
+  Status linear(const void* x, int64_t rows, int64_t in, const void* w, int64_t out, void* y, cudaDataType_t y_type,
+                const std::string& what) {
+    if (rows == 0) return Status::ok();
+    const float one = 1.f, zero = 0.f;
+    const cublasStatus_t st =
+        cublasGemmEx(blas.blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(rows),
+                     static_cast<int>(in), &one, w, act_type(), static_cast<int>(in), x, act_type(),
+                     static_cast<int>(in), &zero, y, y_type, static_cast<int>(out), CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      return Status(Errc::internal, what + ": cuBLAS GEMM failed (" + cublasGetStatusString(st) + ")");
+    }
+    return Status::ok();
+  }
+
+  Status upload_weights(const ModelWeights& w);
+  // The sub-blocks: h [T, hidden] in the compute dtype -> out [T, hidden] in the compute dtype.
+  Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
+                   const DeviceMemory& cu_seqlens, void* out);
+  Status softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& positions,
+                 const DeviceMemory& slot_mapping, const DeviceMemory& block_tables, const DeviceMemory& cu_seqlens,
+                 const DeviceMemory& context_lens, void* out);
+  Status moe(int64_t l, const void* h2, int64_t T, void* out);
+};
+
+Status CudaModel::Impl::upload_weights(const ModelWeights& w) {
+  const int64_t hid = cfg.hidden_size, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads, D = cfg.head_dim;
+  const int64_t E = cfg.num_local_experts, I = cfg.intermediate_size;
+  auto same = [](int64_t i) { return i; };
+  FULGUR_ASSIGN_OR_RETURN(embed, upload_weight(w.embed));
+  FULGUR_ASSIGN_OR_RETURN(final_norm, upload_weight(w.final_norm));
+  FULGUR_ASSIGN_OR_RETURN(lm_head, upload_weight(w.lm_head));
+  layers.resize(w.layers.size());
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& lw = w.layers[l];
+    CudaLayerWeights& cw = layers[l];
+    cw.kind = lw.kind;
+    FULGUR_ASSIGN_OR_RETURN(cw.input_norm, upload_weight(lw.input_norm));
+    FULGUR_ASSIGN_OR_RETURN(cw.post_norm, upload_weight(lw.post_norm));
+    if (lw.kind == LayerKind::lightning) {
+      // Rows per head q | k | v of D each -> of Dl each (zero rows after each part).
+      const int64_t pd = dl;
+      FULGUR_ASSIGN_OR_RETURN(cw.qkv, upload_weight(mapped(lw.lightning.qkv, H * 3 * pd, hid,
+                                                           [D, pd](int64_t r) { return (r / D) * pd + r % D; }, same)));
+      FULGUR_ASSIGN_OR_RETURN(cw.output_gate, upload_weight(lw.lightning.output_gate));
+      FULGUR_ASSIGN_OR_RETURN(cw.out_proj, upload_weight(lw.lightning.out_proj));
+      FULGUR_ASSIGN_OR_RETURN(cw.norm, upload_weight(lw.lightning.norm));
+      FULGUR_ASSIGN_OR_RETURN(cw.slopes, upload(lightning_slopes(cfg, static_cast<int64_t>(l))));
+    } else {
+      // Fused q | k | v with every head padded to Ds rows; o_proj columns padded alike.
+      const int64_t pd = ds;
+      auto head_rows = [D, pd](int64_t r) { return (r / D) * pd + r % D; };
+      std::vector<float> qkv(static_cast<size_t>((H + 2 * KV) * pd * hid), 0.f);
+      auto place_at = [&](const Tensor& t, int64_t head_offset) {
+        const std::vector<float> part = mapped(t, (t.size(0) / D) * pd, hid, head_rows, same);
+        std::copy(part.begin(), part.end(), qkv.begin() + head_offset * pd * hid);
+      };
+      place_at(lw.softmax.q_proj, 0);
+      place_at(lw.softmax.k_proj, H);
+      place_at(lw.softmax.v_proj, H + KV);
+      FULGUR_ASSIGN_OR_RETURN(cw.qkv, upload_weight(qkv));
+      FULGUR_ASSIGN_OR_RETURN(cw.out_proj, upload_weight(mapped(lw.softmax.o_proj, hid, H * pd, same, head_rows)));
+    }
+    FULGUR_ASSIGN_OR_RETURN(cw.gate, upload_weight(lw.moe.gate));
+    std::vector<float> w13(static_cast<size_t>(E * 2 * I * hid)), w2(static_cast<size_t>(E * hid * I));
+    for (int64_t e = 0; e < E; ++e) {
+      const ExpertWeights& ew = lw.moe.experts[e];
+      std::copy_n(ew.w1.data<float>(), I * hid, w13.begin() + e * 2 * I * hid);
+      std::copy_n(ew.w3.data<float>(), I * hid, w13.begin() + (e * 2 + 1) * I * hid);
+      std::copy_n(ew.w2.data<float>(), hid * I, w2.begin() + e * hid * I);
+    }
+    FULGUR_ASSIGN_OR_RETURN(cw.w13, upload_weight(w13));
+    FULGUR_ASSIGN_OR_RETURN(cw.w2, upload_weight(w2));
+  }
+  return Status::ok();
+}
+
+Status CudaModel::Impl::lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
+                                  const DeviceMemory& cu_seqlens, void* out) {
+  const CudaLayerWeights& w = layers[l];
+  const int64_t T = b.num_tokens, H = cfg.num_attention_heads, D = cfg.head_dim, hid = cfg.hidden_size;
+  const std::string where = "layer " + std::to_string(l) + " lightning attention";
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory qkv, buffer(T * H * 3 * dl * es()));
+  FULGUR_TRY(linear(h, T, hid, w.qkv.data(), H * 3 * dl, qkv.data(), act_type(), where + " qkv_proj"));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory attn, buffer(T * H * dl * 4));  // f32 in both modes
+  if (f32) {
+    FULGUR_TRY(kernel_status(kc::silu_inplace_f32(qkv.as<float>(), T * H * 3 * dl, s()), where + " silu"));
+    const float* q = qkv.as<float>();
+    kc::LightningRecurrenceF32Params p;
+    p.q = q, p.k = q + dl, p.v = q + 2 * dl, p.token_stride = H * 3 * dl, p.head_stride = 3 * dl;
+    p.out = attn.as<float>(), p.states = lightning_state[l].as<float>(), p.slopes = w.slopes.as<float>();
+    p.cu_seqlens = cu_seqlens.as<int32_t>(), p.slot_idx = slots.as<int32_t>();
+    p.num_tokens = T, p.num_seqs = b.num_seqs(), p.num_slots = num_slots, p.num_heads = H, p.head_dim = dl;
+    FULGUR_TRY(kernel_status(kc::lightning_recurrence_f32(p, s()), where));
+  } else {
+    FULGUR_TRY(kernel_status(kc::silu_inplace_bf16(qkv.as<uint16_t>(), T * H * 3 * dl, s()), where + " silu"));
+    const uint16_t* q = qkv.as<uint16_t>();
+    if (b.is_decode()) {
+      kc::LightningDecodeCudaParams p;
+      p.q = q, p.k = q + dl, p.v = q + 2 * dl;
+      p.qkv_token_stride = H * 3 * dl, p.qkv_head_stride = 3 * dl;
+      p.out = attn.data(), p.out_dtype = kc::LightningOutDtype::kF32;
+      p.states = lightning_state[l].as<float>(), p.slopes = w.slopes.as<float>(), p.slot_idx = slots.as<int32_t>();
+      p.num_seqs = b.num_seqs(), p.num_slots = num_slots, p.num_heads = H, p.head_dim = dl;
+      FULGUR_TRY(kernel_status(kc::lightning_decode(p, s()), where));
+    } else {
+      kc::LightningPrefillCudaParams p;
+      p.q = q, p.k = q + dl, p.v = q + 2 * dl;
+      p.qkv_token_stride = H * 3 * dl, p.qkv_head_stride = 3 * dl;
+      p.out = attn.data(), p.out_dtype = kc::LightningOutDtype::kF32;
+      p.states = lightning_state[l].as<float>(), p.slopes = w.slopes.as<float>();
+      p.cu_seqlens = cu_seqlens.as<int32_t>(), p.slot_idx = slots.as<int32_t>();
+      p.num_tokens = T, p.num_seqs = b.num_seqs(), p.num_slots = num_slots, p.num_heads = H, p.head_dim = dl;
+      FULGUR_ASSIGN_OR_RETURN(DeviceMemory ws, buffer(std::max<size_t>(kc::lightning_prefill_workspace_bytes(p), 256)));
+      p.workspace = ws.data(), p.workspace_bytes = ws.bytes();
+      FULGUR_TRY(kernel_status(kc::lightning_prefill(p, s()), where));
+    }
+  }
+  // Output path (spec §3.6): RMSNorm over the H*D real features, times sigmoid(h W_gate^T), out_proj.
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory gate, buffer(T * H * D * es()));
+  FULGUR_TRY(linear(h, T, hid, w.output_gate.data(), H * D, gate.data(), act_type(), where + " output_gate"));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory gated, buffer(T * H * D * es()));
+  kc::LightningOutputGateCudaParams g;
+  g.attn = attn.data(), g.attn_dtype = kc::ActivationDtype::kF32;
+  g.io_dtype = f32 ? kc::ActivationDtype::kF32 : kc::ActivationDtype::kBf16;
+  g.gate = gate.data(), g.norm_weight = w.norm.data(), g.out = gated.data();
+  g.num_tokens = T, g.num_heads = H, g.head_dim = D, g.head_stride = dl;
+  g.eps = static_cast<float>(cfg.lightning_norm_eps);
+  FULGUR_TRY(kernel_status(kc::lightning_output_gate(g, s()), where + " output norm"));
+  return linear(gated.data(), T, H * D, w.out_proj.data(), hid, out, act_type(), where + " out_proj");
+}
+
+Status CudaModel::Impl::softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& positions,
+                                const DeviceMemory& slot_mapping, const DeviceMemory& block_tables,
+                                const DeviceMemory& cu_seqlens, const DeviceMemory& context_lens, void* out) {
+  const CudaLayerWeights& w = layers[l];
+  const int64_t T = b.num_tokens, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads, hid = cfg.hidden_size;
+  const std::string where = "layer " + std::to_string(l) + " softmax attention";
+  const int64_t width = (H + 2 * KV) * ds;
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory qkv, buffer(T * width * es()));
+  FULGUR_TRY(linear(h, T, hid, w.qkv.data(), width, qkv.data(), act_type(), where + " qkv_proj"));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory attn, buffer(T * H * ds * es()));
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg.head_dim)));
+  if (f32) {
+    kc::SoftmaxAttentionF32Params p;
+    const float* q = qkv.as<float>();
+    p.q = q, p.k = q + H * ds, p.v = q + (H + KV) * ds, p.q_token_stride = width, p.kv_token_stride = width;
+    p.positions = positions.as<int32_t>(), p.slot_mapping = slot_mapping.as<int64_t>();
+    p.k_cache = k_cache[l].as<float>(), p.v_cache = v_cache[l].as<float>();
+    p.num_blocks = num_blocks, p.page_size = page_size;
+    p.block_tables = block_tables.as<int32_t>(), p.max_blocks_per_seq = b.max_blocks_per_seq;
+    p.cu_seqlens_q = cu_seqlens.as<int32_t>();
+    p.num_tokens = T, p.num_seqs = b.num_seqs(), p.num_heads = H, p.num_kv_heads = KV, p.head_dim = ds;
+    p.rotary_dim = cfg.rotary_dim, p.theta = cfg.rope_theta, p.scale = scale, p.out = attn.as<float>();
+    FULGUR_TRY(kernel_status(kc::softmax_attention_f32(p, s()), where));
+  } else {
+    kc::SoftmaxAttentionCudaParams p;
+    const uint16_t* q = qkv.as<uint16_t>();
+    p.q = q, p.k = q + H * ds, p.v = q + (H + KV) * ds;
+    p.q_token_stride = width, p.kv_token_stride = width;
+    p.positions = positions.as<int32_t>(), p.slot_mapping = slot_mapping.as<int64_t>();
+    p.k_cache = k_cache[l].as<uint16_t>(), p.v_cache = v_cache[l].as<uint16_t>();
+    p.num_blocks = num_blocks, p.page_size = page_size;
+    p.block_tables = block_tables.as<int32_t>(), p.max_blocks_per_seq = b.max_blocks_per_seq;
+    p.cu_seqlens_q = cu_seqlens.as<int32_t>(), p.context_lens = context_lens.as<int32_t>();
+    p.num_tokens = T, p.num_seqs = b.num_seqs();
+    p.num_heads = H, p.num_kv_heads = KV, p.head_dim = ds, p.rotary_dim = cfg.rotary_dim, p.theta = cfg.rope_theta;
+    p.scale = scale;
+    p.out = attn.as<uint16_t>();
+    if (b.is_decode()) {
+      int64_t max_ctx = 1;
+      for (int32_t c : b.context_lens) max_ctx = std::max<int64_t>(max_ctx, c);
+      p.max_context = max_ctx;
+      FULGUR_ASSIGN_OR_RETURN(DeviceMemory ws, buffer(std::max<size_t>(kc::softmax_decode_workspace_bytes(p), 256)));
+      p.workspace = ws.data(), p.workspace_bytes = ws.bytes();
+      FULGUR_TRY(kernel_status(kc::softmax_attention_decode(p, s()), where));
+    } else {
+      FULGUR_TRY(kernel_status(kc::softmax_attention_prefill(p, s()), where));
+    }
+  }
+  return linear(attn.data(), T, H * ds, w.out_proj.data(), hid, out, act_type(), where + " o_proj");
+}
+
+Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
+  const CudaLayerWeights& w = layers[l];
+  const int64_t hid = cfg.hidden_size, E = cfg.num_local_experts, K = cfg.num_experts_per_tok;
+  const int64_t I = cfg.intermediate_size;
+  const std::string where = "layer " + std::to_string(l) + " MoE";
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory logits, buffer(T * E * 4));
+  FULGUR_TRY(linear(h2, T, hid, w.gate.data(), E, logits.data(), CUDA_R_32F, where + " gate"));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory topk_idx, buffer(T * K * 4));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory topk_weight, buffer(T * K * 4));
+  kc::MoeRouterCudaParams r;
+  r.logits = logits.as<float>(), r.topk_idx = topk_idx.as<int32_t>(), r.topk_weight = topk_weight.as<float>();
+  r.num_tokens = T, r.num_experts = E, r.k = K;
+  FULGUR_TRY(kernel_status(kc::moe_router(r, s()), where + " router"));
+
+  // Group the rows by expert. bf16: the permute kernel copies them; f32: it gives each row's token
+  // and gather_rows copies the f32 rows.
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory permuted, buffer(T * K * hid * es()));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory offsets, buffer((E + 1) * 4));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory inverse, buffer(T * K * 4));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory row_token, buffer(T * K * 4));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory pws, buffer(std::max<size_t>(kc::moe_permute_workspace_bytes(T, K, E), 256)));
+  kc::MoePermuteCudaParams pp;
+  pp.topk_idx = topk_idx.as<int32_t>();
+  if (!f32) pp.h = static_cast<const uint16_t*>(h2), pp.permuted = permuted.as<uint16_t>();
+  pp.expert_offsets = offsets.as<int32_t>(), pp.inverse = inverse.as<int32_t>(), pp.permuted_token = row_token.as<int32_t>();
+  pp.num_tokens = T, pp.k = K, pp.num_experts = E, pp.hidden = hid;
+  pp.workspace = pws.data(), pp.workspace_bytes = pws.bytes();
+  FULGUR_TRY(kernel_status(kc::moe_permute(pp, s()), where + " permute"));
+  if (f32) {
+    FULGUR_TRY(kernel_status(kc::gather_rows(h2, T, hid * 4, row_token.as<int32_t>(), T * K, permuted.data(), s()),
+                             where + " permute rows"));
+  }
+  // cuBLAS takes each expert's GEMM sizes from the host (kernels/cuda/expert_ffn.h).
+  FULGUR_TRY(cuda::copy_async(host_offsets.data(), offsets.data(), (E + 1) * 4, s()));
+  FULGUR_TRY(stream.synchronize());
+  const int32_t* ho = host_offsets.as<int32_t>();
+  if (ho[E] != T * K) {
+    return Status(Errc::internal, where + ": the router gave " + std::to_string(T * K - ho[E]) +
+                                      " expert slots no expert (non-finite router logits)");
+  }
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory y, buffer(T * K * hid * es()));
+  if (f32) {
+    // Per expert: h13 = x W13^T [rows, 2I], act = silu(gate) * up [rows, I], y = act W2^T.
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory h13, buffer(T * K * 2 * I * 4));
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory act, buffer(T * K * I * 4));
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t r0 = ho[e], n = ho[e + 1] - ho[e];
+      if (n == 0) continue;
+      const std::string we = where + " expert " + std::to_string(e);
+      FULGUR_TRY(linear(permuted.as<float>() + r0 * hid, n, hid, w.w13.as<float>() + e * 2 * I * hid, 2 * I,
+                        h13.as<float>() + r0 * 2 * I, CUDA_R_32F, we + " w1|w3"));
+      FULGUR_TRY(kernel_status(kc::silu_mul_f32(h13.as<float>() + r0 * 2 * I, n, I, act.as<float>() + r0 * I, s()),
+                               we + " silu"));
+      FULGUR_TRY(linear(act.as<float>() + r0 * I, n, I, w.w2.as<float>() + e * hid * I, hid, y.as<float>() + r0 * hid,
+                        CUDA_R_32F, we + " w2"));
+    }
+    return kernel_status(kc::moe_unpermute_f32(y.as<float>(), inverse.as<int32_t>(), topk_weight.as<float>(), T, K, hid,
+                                               static_cast<float*>(out), s()),
+                         where + " unpermute");
+  }
+  kc::ExpertFfnBf16Params f;
+  f.x = permuted.as<uint16_t>(), f.w13 = w.w13.as<uint16_t>(), f.w2 = w.w2.as<uint16_t>();
+  f.host_expert_offsets = ho, f.y = y.as<uint16_t>();
+  f.num_experts = E, f.hidden = hid, f.inter = I;
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory fws, buffer(std::max<size_t>(kc::expert_ffn_bf16_workspace_bytes(T * K, E, I), 256)));
+  f.workspace = fws.data(), f.workspace_bytes = fws.bytes();
+  f.blas = blas.blas();
+  const int streams = expert_streams > 0 ? expert_streams : (T * K >= 1024 * E ? 4 : 1);
+  if (streams > 1) {
+    f.mode = kc::ExpertGemmMode::per_expert;  // the mode with side streams
+    f.num_side_streams = streams - 1, f.fork = fork.handle();
+    for (int i = 0; i < streams - 1; ++i) {
+      f.side[i] = {side_streams[i].handle(), side_blas[i].blas(), side_done[i].handle()};
+    }
+  }
+  FULGUR_TRY(kernel_status(kc::expert_ffn_bf16(f, s()), where + " experts"));
+  kernels::MoeUnpermuteParams u;
+  u.expert_out = y.as<uint16_t>(), u.inverse = inverse.as<int32_t>(), u.topk_idx = topk_idx.as<int32_t>();
+  u.topk_weight = topk_weight.as<float>(), u.out = static_cast<uint16_t*>(out);
+  u.num_tokens = T, u.k = K, u.hidden = hid;
+  return kernel_status(kc::moe_unpermute(u, s()), where + " unpermute");
+}
+
+CudaModel::CudaModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaModel::~CudaModel() = default;
+const ModelConfig& CudaModel::config() const { return impl_->cfg; }
+CudaComputeDtype CudaModel::dtype() const { return impl_->f32 ? CudaComputeDtype::f32 : CudaComputeDtype::bf16; }
+
+Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name) {
+  if (name == "bf16") return CudaComputeDtype::bf16;
+  if (name == "f32") return CudaComputeDtype::f32;
+  return Status(Errc::invalid_argument, "compute dtype '" + name + "': expected bf16 or f32");
+}
+int CudaModel::device() const { return impl_->device; }
+size_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
+
+Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int device, CudaModelOptions opt) {
+  const ModelConfig& cfg = model.config();
+  const int n = cuda::device_count();
+  if (device < 0 || device >= n) {
+    return Status(Errc::not_found, "cuda:" + std::to_string(device) + ": no such CUDA device (this machine has " +
+                                       std::to_string(n) + ")");
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = cfg;
+  impl->device = device;
+  impl->f32 = opt.dtype == CudaComputeDtype::f32;
+  impl->dl = padded_head_dim(cfg.head_dim, kc::kLightningHeadDims);
+  impl->ds = padded_head_dim(cfg.head_dim, kc::kSoftmaxHeadDims);
+  const bool has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
+  const bool has_lightning = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::lightning) > 0;
+  if ((has_lightning && impl->dl == 0) || (has_softmax && impl->ds == 0)) {
+    return Status(Errc::unsupported, "head_dim " + std::to_string(cfg.head_dim) +
+                                         ": the CUDA attention kernels support head_dim up to 128");
+  }
+  if (cfg.num_local_experts > kc::kExpertFfnMaxExperts || cfg.num_local_experts > kc::kMoeRouterMaxExperts) {
+    return Status(Errc::unsupported, "num_local_experts " + std::to_string(cfg.num_local_experts) +
+                                         ": the CUDA MoE kernels support up to 256 experts");
+  }
+  if (cfg.num_experts_per_tok > kc::kMoeRouterMaxK) {
+    return Status(Errc::unsupported, "num_experts_per_tok " + std::to_string(cfg.num_experts_per_tok) +
+                                         ": the CUDA router supports up to 64");
+  }
+  FULGUR_CUDA_TRY(cudaSetDevice(device));
+  FULGUR_ASSIGN_OR_RETURN(impl->stream, cuda::CudaStream::create());
+  impl->alloc = std::make_unique<cuda::CachingAllocator>(device);
+  FULGUR_ASSIGN_OR_RETURN(impl->blas, cuda::BlasHandles::create(*impl->alloc, impl->s()));
+  FULGUR_ASSIGN_OR_RETURN(impl->host_offsets, cuda::PinnedBuffer::create((cfg.num_local_experts + 1) * 4));
+  if (opt.expert_streams < 0 || opt.expert_streams > kc::kExpertFfnMaxSideStreams + 1) {
+    return Status(Errc::invalid_argument, "expert_streams must be in [0, 8]");
+  }
+  impl->expert_streams = opt.expert_streams;
+  const int sides = (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;
+  FULGUR_ASSIGN_OR_RETURN(impl->fork, cuda::CudaEvent::create());
+  for (int i = 0; i < sides; ++i) {
+    FULGUR_ASSIGN_OR_RETURN(cuda::CudaStream st, cuda::CudaStream::create());
+    FULGUR_ASSIGN_OR_RETURN(cuda::BlasHandles bh, cuda::BlasHandles::create(*impl->alloc, st.handle()));
+    FULGUR_ASSIGN_OR_RETURN(cuda::CudaEvent ev, cuda::CudaEvent::create());
+    impl->side_streams.push_back(std::move(st));
+    impl->side_blas.push_back(std::move(bh));
+    impl->side_done.push_back(std::move(ev));
+  }
+  FULGUR_TRY(impl->upload_weights(model.weights()));
+  return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
+}
+
+Status CudaModel::allocate_state(int64_t num_slots, int64_t num_blocks, int64_t page_size) {
+  Impl& m = *impl_;
+  if (num_slots <= 0 || num_blocks <= 0 || page_size <= 0) {
+    return Status(Errc::invalid_argument, "allocate_state: slots, blocks and page size must be positive");
+  }
+  FULGUR_CUDA_TRY(cudaSetDevice(m.device));
+  m.lightning_state.clear(), m.k_cache.clear(), m.v_cache.clear();
+  m.lightning_state.resize(m.layers.size()), m.k_cache.resize(m.layers.size()), m.v_cache.resize(m.layers.size());
+  const int64_t H = m.cfg.num_attention_heads, KV = m.cfg.num_key_value_heads;
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    if (m.layers[l].kind == LayerKind::lightning) {
+      const size_t bytes = static_cast<size_t>(num_slots * H * m.dl * m.dl) * 4;
+      FULGUR_ASSIGN_OR_RETURN(m.lightning_state[l], m.buffer(bytes));
+      FULGUR_CUDA_TRY(cudaMemsetAsync(m.lightning_state[l].data(), 0, bytes, m.s()));
+    } else {
+      // Zeroed as well: the padded dims of every cached row must read as zero.
+      const size_t bytes = static_cast<size_t>(num_blocks * page_size * KV * m.ds) * m.es();
+      FULGUR_ASSIGN_OR_RETURN(m.k_cache[l], m.buffer(bytes));
+      FULGUR_ASSIGN_OR_RETURN(m.v_cache[l], m.buffer(bytes));
+      FULGUR_CUDA_TRY(cudaMemsetAsync(m.k_cache[l].data(), 0, bytes, m.s()));
+      FULGUR_CUDA_TRY(cudaMemsetAsync(m.v_cache[l].data(), 0, bytes, m.s()));
+    }
+  }
+  m.num_slots = num_slots, m.num_blocks = num_blocks, m.page_size = page_size;
+  return m.stream.synchronize();
+}
+
+Status CudaModel::reset_slot(int64_t slot) {
+  Impl& m = *impl_;
+  if (slot < 0 || slot >= m.num_slots) return Status(Errc::invalid_argument, "reset_slot: slot out of range");
+  const int64_t H = m.cfg.num_attention_heads;
+  const size_t bytes = static_cast<size_t>(H * m.dl * m.dl) * 4;
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    if (m.layers[l].kind != LayerKind::lightning) continue;
+    FULGUR_CUDA_TRY(cudaMemsetAsync(m.lightning_state[l].as<char>() + slot * bytes, 0, bytes, m.s()));
+  }
+  return Status::ok();
+}
+
+Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout& batch,
+                          const std::vector<int64_t>& logits_rows, Tensor& logits, std::vector<Tensor>* layer_outputs) {
+  Impl& m = *impl_;
+  const ModelConfig& cfg = m.cfg;
+  const int64_t T = batch.num_tokens, hid = cfg.hidden_size, V = cfg.vocab_size;
+  if (static_cast<int64_t>(tokens.size()) != T) {
+    return Status(Errc::invalid_argument, "forward: token count differs from the batch layout");
+  }
+  if (m.num_slots == 0) return Status(Errc::invalid_argument, "forward: allocate_state was not called");
+  FULGUR_TRY(batch.validate(m.num_slots, m.num_blocks, m.page_size));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      return Status(Errc::invalid_argument, "token " + std::to_string(i) + " has id " + std::to_string(tokens[i]) +
+                                                ", outside the vocabulary [0, " + std::to_string(V) + ")");
+    }
+  }
+  for (int64_t r : logits_rows) {
+    if (r < 0 || r >= T) return Status(Errc::invalid_argument, "forward: logits row " + std::to_string(r) + " out of range");
+  }
+  FULGUR_CUDA_TRY(cudaSetDevice(m.device));
+  if (T == 0) {
+    logits = Tensor::empty(DType::f32, {static_cast<int64_t>(logits_rows.size()), V});
+    return Status::ok();
+  }
+
+  // Step metadata to the device (stream-ordered; the host vectors outlive the synchronising copies below).
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory ids, m.upload_step(tokens));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory positions, m.upload_step(batch.positions));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory slot_mapping, m.upload_step(batch.kv_slot_mapping));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory block_tables, m.upload_step(batch.block_tables));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory cu_seqlens, m.upload_step(batch.cu_seqlens));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory context_lens, m.upload_step(batch.context_lens));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory slots, m.upload_step(batch.state_slots));
+  std::vector<int32_t> rows32(logits_rows.begin(), logits_rows.end());
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory rows_dev, m.upload_step(rows32));
+
+  const size_t act_bytes = static_cast<size_t>(T * hid) * m.es();
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory x, m.buffer(act_bytes));   // embedding, then each sub-block's output
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory h, m.buffer(act_bytes));   // normalised input of the attention half
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory h2, m.buffer(act_bytes));  // normalised input of the MoE half
+  std::optional<DeviceMemory> sum;
+  if (layer_outputs != nullptr) {
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory s, m.buffer(act_bytes));
+    sum = std::move(s);
+    layer_outputs->clear();
+  }
+
+  if (m.f32) {  // ids were checked above
+    FULGUR_TRY(kernel_status(kc::gather_rows(m.embed.data(), V, hid * 4, ids.as<int32_t>(), T, x.data(), m.s()),
+                             "embedding"));
+  } else {
+    kc::EmbeddingCudaParams ep;
+    ep.table = m.embed.as<uint16_t>(), ep.ids = ids.as<int32_t>(), ep.ids_host = tokens.data();
+    ep.out = x.as<uint16_t>(), ep.num_tokens = T, ep.hidden = hid, ep.vocab = V;
+    FULGUR_TRY(kernel_status(kc::embedding(ep, m.s()), "embedding"));
+  }
+
+  // out = RMSNorm(alpha * residual + beta * xin) * weight (spec §6); the plain input norm of layer 0 is
+  // the step with alpha = 0 (0 * x is exactly 0 for the finite embeddings).
+  auto norm = [&](const DeviceMemory& residual, float alpha, const DeviceMemory& xin, float beta,
+                  const DeviceMemory& weight, DeviceMemory& out, void* sum_out, const std::string& what) {
+    const float eps = static_cast<float>(cfg.rms_norm_eps);
+    if (m.f32) {
+      kc::DeepNormRmsNormF32Params p;
+      p.residual = residual.as<float>(), p.x = xin.as<float>(), p.weight = weight.as<float>();
+      p.out = out.as<float>(), p.sum_out = static_cast<float*>(sum_out);
+      p.rows = T, p.dim = hid, p.alpha = alpha, p.beta = beta, p.eps = eps;
+      return kernel_status(kc::deepnorm_rmsnorm_f32(p, m.s()), what);
+    }
+    kc::DeepNormRmsNormCudaParams p;
+    p.residual = residual.as<uint16_t>(), p.x = xin.as<uint16_t>(), p.weight = weight.as<uint16_t>();
+    p.out = out.as<uint16_t>(), p.sum_out = static_cast<uint16_t*>(sum_out);
+    p.rows = T, p.dim = hid, p.alpha = alpha, p.beta = beta, p.eps = eps;
+    return kernel_status(kc::deepnorm_rmsnorm(p, m.s()), what);
+  };
+  FULGUR_TRY(norm(x, 0.f, x, 1.f, m.layers[0].input_norm, h, nullptr, "layer 0 input_layernorm"));
+
+  const int64_t L = static_cast<int64_t>(m.layers.size());
+  for (int64_t l = 0; l < L; ++l) {
+    const CudaLayerWeights& w = m.layers[l];
+    const std::string p = "layer " + std::to_string(l);
+    if (w.kind == LayerKind::lightning) {
+      FULGUR_TRY(m.lightning(l, h.data(), batch, slots, cu_seqlens, x.data()));
+    } else {
+      FULGUR_TRY(m.softmax(l, h.data(), batch, positions, slot_mapping, block_tables, cu_seqlens, context_lens, x.data()));
+    }
+    // Post-norm DeepNorm: the carried residual is the normalised h (spec §6).
+    FULGUR_TRY(norm(h, static_cast<float>(cfg.attn_alpha(w.kind)), x, static_cast<float>(cfg.attn_beta(w.kind)),
+                    w.post_norm, h2, nullptr, p + " post_attention_layernorm"));
+    FULGUR_TRY(m.moe(l, h2.data(), T, x.data()));
+    const DeviceMemory& next = l + 1 < L ? m.layers[l + 1].input_norm : m.final_norm;
+    FULGUR_TRY(norm(h2, static_cast<float>(cfg.mlp_alpha), x, static_cast<float>(cfg.mlp_beta), next, h,
+                    sum ? sum->data() : nullptr, l + 1 < L ? p + " -> next input_layernorm" : "model.norm"));
+    if (layer_outputs != nullptr) {
+      Tensor t = Tensor::empty(DType::f32, {T, hid});
+      if (m.f32) {
+        FULGUR_TRY(cuda::copy_async(t.data<float>(), sum->data(), act_bytes, m.s()));
+        FULGUR_TRY(m.stream.synchronize());
+      } else {
+        std::vector<uint16_t> host(static_cast<size_t>(T * hid));
+        FULGUR_TRY(cuda::copy_async(host.data(), sum->data(), act_bytes, m.s()));
+        FULGUR_TRY(m.stream.synchronize());
+        for (size_t i = 0; i < host.size(); ++i) t.data<float>()[i] = kernels::bf16_to_f32(host[i]);
+      }
+      layer_outputs->push_back(std::move(t));
+    }
+  }
+
+  // The final norm is applied (the last DeepNorm step used model.norm's weight); lm_head on the asked rows.
+  const int64_t R = static_cast<int64_t>(logits_rows.size());
+  logits = Tensor::empty(DType::f32, {R, V});
+  if (R == 0) return m.stream.synchronize();
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory picked, m.buffer(static_cast<size_t>(R * hid) * m.es()));
+  FULGUR_TRY(kernel_status(kc::gather_rows(h.data(), T, hid * static_cast<int64_t>(m.es()), rows_dev.as<int32_t>(), R,
+                                           picked.data(), m.s()),
+                           "logits row gather"));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory out, m.buffer(static_cast<size_t>(R * V) * 4));
+  FULGUR_TRY(m.linear(picked.data(), R, hid, m.lm_head.data(), V, out.data(), CUDA_R_32F, "lm_head"));
+  FULGUR_TRY(cuda::copy_async(logits.data<float>(), out.data(), logits.nbytes(), m.s()));
+  return m.stream.synchronize();
+}
+
+Expected<CudaSingleSequence> CudaSingleSequence::create(CudaModel& model, int64_t max_tokens, int64_t page_size) {
+  if (max_tokens <= 0 || page_size <= 0) {
+    return Status(Errc::invalid_argument, "a sequence needs a positive capacity and page size");
+  }
+  FULGUR_TRY(model.allocate_state(1, (max_tokens + page_size - 1) / page_size, page_size));
+  return CudaSingleSequence(model, max_tokens, page_size);
+}
+
+Status CudaSingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits,
+                                std::vector<Tensor>* layer_outputs) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return Status(Errc::invalid_argument, "step: no tokens");
+  if (length_ + n > max_tokens_) {
+    return Status(Errc::invalid_argument, "sequence of " + std::to_string(length_ + n) +
+                                              " tokens exceeds its capacity of " + std::to_string(max_tokens_));
+  }
+  const BatchLayout b = single_sequence_layout(length_, n, (max_tokens_ + page_size_ - 1) / page_size_);
+  std::vector<int64_t> rows;
+  if (all_logits) {
+    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+  } else {
+    rows.push_back(n - 1);
+  }
+  FULGUR_TRY(model_->forward(tokens, b, rows, logits, layer_outputs));
+  length_ += n;
+  return Status::ok();
+}
+
+Expected<Tensor> forward_all_logits_cuda(CudaModel& model, const std::vector<int32_t>& tokens,
+                                         const ForwardOptions& opt) {
+  FULGUR_ASSIGN_OR_RETURN(CudaSingleSequence seq,
+                          CudaSingleSequence::create(model, std::max<int64_t>(1, static_cast<int64_t>(tokens.size()))));
+  return forward_all_logits(model.config().vocab_size, tokens, opt,
+                            [&](const std::vector<int32_t>& part, Tensor& logits) { return seq.step(part, true, logits); });
+}
+
+}  // namespace fulgur

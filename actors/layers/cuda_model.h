@@ -1,0 +1,97 @@
+// CudaModel: the model forward of model.h on one CUDA device (issue 4). The same layer math as the
+// CPU layers (layers.h, spec §2–§6) with the kernels of kernels/cuda and cuBLAS projections. In the
+// bf16 compute mode (the default): bf16 weights and activations, fp32 accumulation and fp32
+// norm/softmax math, fp32 lightning state, a paged bf16 KV cache, fp32 router logits and fp32
+// output logits. The f32 mode (CudaModelOptions) keeps everything in f32.
+//
+// Built from a loaded host Model (its f32 weights are rounded to bf16 once, on upload). Head
+// dimensions without an instantiated attention kernel (the kernels have 16/32/64/128 for lightning,
+// 16/64/128 for softmax) are padded on upload: each head's q/k/v projection rows are followed by
+// zero rows up to the kernel's head_dim and o_proj gains zero columns, so the padded features are
+// exactly zero and change nothing (the lightning output norm reads only the real ones, and the
+// softmax scale stays 1/sqrt(head_dim)).
+//
+// Where the bf16 mode rounds to bf16 beyond the weights: every projection output that feeds a kernel (qkv,
+// output gate, out_proj / o_proj, expert activations and outputs), the normalised residual h of
+// every sub-block (the DeepNorm kernel), and the kernels' own roundings (kernels/cuda/*.h). The
+// lightning attention output stays fp32 up to its norm; router logits and output logits are fp32.
+//
+// Not thread-safe: one caller at a time (it owns one stream).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "actors/layers/model.h"
+
+namespace fulgur {
+
+// bf16: the serving path (tensor-core kernels, bf16 weights). f32: every weight, activation and
+// state in f32 through simple kernels (kernels/cuda/reference_f32.h) and fp32 cuBLAS GEMMs without
+// TF32: slow, for checking the GPU forward against the float64 reference to 1e-4.
+enum class CudaComputeDtype { bf16, f32 };
+struct CudaModelOptions {
+  CudaComputeDtype dtype = CudaComputeDtype::bf16;
+  // Streams the bf16 expert FFN spreads a layer's experts over (kernels/cuda/expert_ffn.h side streams):
+  // 1..8, or 0 = automatic: 4 when the step averages >= 1024 rows per expert (measured on one H200:
+  // 16k tokens uniform 20.6 -> 17.5 ms; at 4k tokens one stream is 3-5 % faster), else 1.
+  int expert_streams = 0;
+};
+Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name);  // "bf16" | "f32"
+
+class CudaModel {
+ public:
+  // Uploads `model`'s weights to CUDA device `device`. `model` may be dropped afterwards.
+  static Expected<std::unique_ptr<CudaModel>> create(const Model& model, int device, CudaModelOptions opt = {});
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const ModelConfig& config() const;
+  int device() const;
+  CudaComputeDtype dtype() const;
+  // Bytes of weights on the device.
+  size_t weight_bytes() const;
+
+  // Device state for up to num_slots sequences (lightning states, zeroed) and num_blocks KV pages of
+  // page_size tokens; replaces any earlier state.
+  Status allocate_state(int64_t num_slots, int64_t num_blocks, int64_t page_size);
+  // Zeroes one lightning state slot (a sequence starts there).
+  Status reset_slot(int64_t slot);
+
+  // One step, as Model::forward: embeds `tokens`, runs every layer over the packed batch (reading
+  // and writing the state of allocate_state), and writes f32 logits [logits_rows.size(), vocab] to
+  // host memory. layer_outputs, when given, receives the residual stream x after each layer
+  // (spec §2's x = alpha*h2 + beta*MoE(h2), as the bf16 the kernels formed, widened to f32 [T, hidden]).
+  Status forward(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& logits_rows,
+                 Tensor& logits, std::vector<Tensor>* layer_outputs = nullptr);
+
+  struct Impl;
+
+ private:
+  explicit CudaModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// One sequence fed step by step on the GPU (the CLI and tests), as SingleSequence.
+class CudaSingleSequence {
+ public:
+  // Allocates the model's state for one sequence of up to max_tokens tokens.
+  static Expected<CudaSingleSequence> create(CudaModel& model, int64_t max_tokens, int64_t page_size = 16);
+  Status step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits,
+              std::vector<Tensor>* layer_outputs = nullptr);
+  int64_t length() const { return length_; }
+
+ private:
+  CudaSingleSequence(CudaModel& model, int64_t max_tokens, int64_t page_size)
+      : model_(&model), max_tokens_(max_tokens), page_size_(page_size) {}
+  CudaModel* model_;
+  int64_t max_tokens_;
+  int64_t page_size_;
+  int64_t length_ = 0;
+};
+
+// forward_all_logits (model.h) on the GPU: logits [T, vocab] for every token, in the same modes.
+Expected<Tensor> forward_all_logits_cuda(CudaModel& model, const std::vector<int32_t>& tokens, const ForwardOptions& opt);
+
+}  // namespace fulgur
