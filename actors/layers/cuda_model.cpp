@@ -21,6 +21,7 @@
 #include "kernels/cuda/moe_router.h"
 #include "kernels/cuda/reference_f32.h"
 #include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/cuda/softmax_attention.h"
 #include "kernels/half.h"
 
@@ -157,6 +158,7 @@ struct CudaModel::Impl {
   }
 
   Status upload_weights(const ModelWeights& w);
+  Status random_weights(uint64_t seed);
   // The sub-blocks: h [T, hidden] in the compute dtype -> out [T, hidden] in the compute dtype.
   Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
                    const DeviceMemory& cu_seqlens, void* out);
@@ -216,6 +218,44 @@ Status CudaModel::Impl::upload_weights(const ModelWeights& w) {
     FULGUR_ASSIGN_OR_RETURN(cw.w2, upload_weight(w2));
   }
   return Status::ok();
+}
+
+Status CudaModel::Impl::random_weights(uint64_t seed) {
+  const int64_t hid = cfg.hidden_size, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads, D = cfg.head_dim;
+  const int64_t E = cfg.num_local_experts, I = cfg.intermediate_size, V = cfg.vocab_size;
+  const kc::ActivationDtype dt = f32 ? kc::ActivationDtype::kF32 : kc::ActivationDtype::kBf16;
+  // Every matrix uniform with std 1/sqrt(fan_in) (unit-scale activations), norm weights 1.
+  auto make = [&](DeviceMemory& d, int64_t n, double fan_in, const char* what) -> Status {
+    FULGUR_ASSIGN_OR_RETURN(d, buffer(static_cast<size_t>(n) * es()));
+    weight_bytes += static_cast<size_t>(n) * es();
+    const float std = fan_in > 0 ? static_cast<float>(1.0 / std::sqrt(fan_in)) : 0.f;
+    return kernel_status(kc::fill_random(d.data(), dt, n, seed++, std, fan_in > 0 ? 0.f : 1.f, s()), what);
+  };
+  constexpr double kOnes = 0;
+  FULGUR_TRY(make(embed, V * hid, 1, "embed"));
+  FULGUR_TRY(make(final_norm, hid, kOnes, "final norm"));
+  FULGUR_TRY(make(lm_head, V * hid, hid, "lm_head"));
+  layers.resize(cfg.num_hidden_layers);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    CudaLayerWeights& w = layers[l];
+    w.kind = cfg.layer_types[l];
+    FULGUR_TRY(make(w.input_norm, hid, kOnes, "input norm"));
+    FULGUR_TRY(make(w.post_norm, hid, kOnes, "post norm"));
+    if (w.kind == LayerKind::lightning) {
+      FULGUR_TRY(make(w.qkv, H * 3 * D * hid, hid, "qkv"));
+      FULGUR_TRY(make(w.output_gate, H * D * hid, hid, "output_gate"));
+      FULGUR_TRY(make(w.out_proj, hid * H * D, H * D, "out_proj"));
+      FULGUR_TRY(make(w.norm, H * D, kOnes, "lightning norm"));
+      FULGUR_ASSIGN_OR_RETURN(w.slopes, upload(lightning_slopes(cfg, l)));
+    } else {
+      FULGUR_TRY(make(w.qkv, (H + 2 * KV) * D * hid, hid, "qkv"));
+      FULGUR_TRY(make(w.out_proj, hid * H * D, H * D, "o_proj"));
+    }
+    FULGUR_TRY(make(w.gate, E * hid, hid, "router"));
+    FULGUR_TRY(make(w.w13, E * 2 * I * hid, hid, "w1|w3"));
+    FULGUR_TRY(make(w.w2, E * hid * I, I, "w2"));
+  }
+  return stream.synchronize();
 }
 
 Status CudaModel::Impl::lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
@@ -420,8 +460,8 @@ Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name) {
 int CudaModel::device() const { return impl_->device; }
 size_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
 
-Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int device, CudaModelOptions opt) {
-  const ModelConfig& cfg = model.config();
+// Checks what the kernels support, then sets up the stream, allocator, cuBLAS and side streams (no weights).
+Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfig& cfg, int device, CudaModelOptions opt) {
   const int n = cuda::device_count();
   if (device < 0 || device >= n) {
     return Status(Errc::not_found, "cuda:" + std::to_string(device) + ": no such CUDA device (this machine has " +
@@ -456,7 +496,7 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int d
     return Status(Errc::invalid_argument, "expert_streams must be in [0, 8]");
   }
   impl->expert_streams = opt.expert_streams;
-  const int sides = (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;
+  const int sides = impl->f32 ? 0 : (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;  // f32: one stream
   FULGUR_ASSIGN_OR_RETURN(impl->fork, cuda::CudaEvent::create());
   for (int i = 0; i < sides; ++i) {
     FULGUR_ASSIGN_OR_RETURN(cuda::CudaStream st, cuda::CudaStream::create());
@@ -466,7 +506,24 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int d
     impl->side_blas.push_back(std::move(bh));
     impl->side_done.push_back(std::move(ev));
   }
+  return impl;
+}
+
+Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int device, CudaModelOptions opt) {
+  FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(model.config(), device, opt));
   FULGUR_TRY(impl->upload_weights(model.weights()));
+  return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
+}
+
+Expected<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig& cfg, int device, CudaModelOptions opt,
+                                                              uint64_t seed) {
+  FULGUR_TRY(cfg.validate());
+  FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(cfg, device, opt));
+  if (impl->dl != cfg.head_dim || impl->ds != cfg.head_dim) {
+    return Status(Errc::unsupported, "create_random: head_dim " + std::to_string(cfg.head_dim) +
+                                         " needs padding; use a head_dim with a kernel (16, 64, 128)");
+  }
+  FULGUR_TRY(impl->random_weights(seed));
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 
@@ -509,9 +566,10 @@ Status CudaModel::reset_slot(int64_t slot) {
   return Status::ok();
 }
 
-Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout& batch,
-                          const std::vector<int64_t>& logits_rows, Tensor& logits, std::vector<Tensor>* layer_outputs) {
-  Impl& m = *impl_;
+// One step; the asked rows' logits end as host f32 (`logits`) or as greedy tokens (`greedy`), exactly one given.
+static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, const BatchLayout& batch,
+                       const std::vector<int64_t>& logits_rows, Tensor* logits, std::vector<int32_t>* greedy,
+                       std::vector<Tensor>* layer_outputs) {
   const ModelConfig& cfg = m.cfg;
   const int64_t T = batch.num_tokens, hid = cfg.hidden_size, V = cfg.vocab_size;
   if (static_cast<int64_t>(tokens.size()) != T) {
@@ -529,10 +587,10 @@ Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout&
     if (r < 0 || r >= T) return Status(Errc::invalid_argument, "forward: logits row " + std::to_string(r) + " out of range");
   }
   FULGUR_CUDA_TRY(cudaSetDevice(m.device));
-  if (T == 0) {
-    logits = Tensor::empty(DType::f32, {static_cast<int64_t>(logits_rows.size()), V});
-    return Status::ok();
-  }
+  const int64_t R = static_cast<int64_t>(logits_rows.size());
+  if (logits != nullptr) *logits = Tensor::empty(DType::f32, {R, V});
+  if (greedy != nullptr) greedy->assign(static_cast<size_t>(R), -1);
+  if (T == 0) return Status::ok();
 
   // Step metadata to the device (stream-ordered; the host vectors outlive the synchronising copies below).
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory ids, m.upload_step(tokens));
@@ -618,8 +676,6 @@ Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout&
   }
 
   // The final norm is applied (the last DeepNorm step used model.norm's weight); lm_head on the asked rows.
-  const int64_t R = static_cast<int64_t>(logits_rows.size());
-  logits = Tensor::empty(DType::f32, {R, V});
   if (R == 0) return m.stream.synchronize();
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory picked, m.buffer(static_cast<size_t>(R * hid) * m.es()));
   FULGUR_TRY(kernel_status(kc::gather_rows(h.data(), T, hid * static_cast<int64_t>(m.es()), rows_dev.as<int32_t>(), R,
@@ -627,8 +683,36 @@ Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout&
                            "logits row gather"));
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory out, m.buffer(static_cast<size_t>(R * V) * 4));
   FULGUR_TRY(m.linear(picked.data(), R, hid, m.lm_head.data(), V, out.data(), CUDA_R_32F, "lm_head"));
-  FULGUR_TRY(cuda::copy_async(logits.data<float>(), out.data(), logits.nbytes(), m.s()));
-  return m.stream.synchronize();
+  if (logits != nullptr) {
+    FULGUR_TRY(cuda::copy_async(logits->data<float>(), out.data(), logits->nbytes(), m.s()));
+    return m.stream.synchronize();
+  }
+  // Greedy: the argmax on the device, only the token ids cross to the host.
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory ids_out, m.buffer(static_cast<size_t>(R) * 4));
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory gws, m.buffer(std::max<size_t>(kc::sample_greedy_workspace_bytes(R, V), 256)));
+  kc::SampleGreedyCudaParams gp2;
+  gp2.logits = out.as<float>(), gp2.out_token = ids_out.as<int32_t>(), gp2.num_rows = R, gp2.vocab = V;
+  gp2.workspace = gws.data(), gp2.workspace_bytes = gws.bytes();
+  FULGUR_TRY(kernel_status(kc::sample_greedy(gp2, m.s()), "greedy sampling"));
+  FULGUR_TRY(cuda::copy_async(greedy->data(), ids_out.data(), static_cast<size_t>(R) * 4, m.s()));
+  FULGUR_TRY(m.stream.synchronize());
+  for (int64_t r = 0; r < R; ++r) {
+    if ((*greedy)[r] < 0) {
+      return Status(Errc::internal, "greedy sampling: the logits of row " + std::to_string(logits_rows[r]) +
+                                        " are not finite");
+    }
+  }
+  return Status::ok();
+}
+
+Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout& batch,
+                          const std::vector<int64_t>& logits_rows, Tensor& logits, std::vector<Tensor>* layer_outputs) {
+  return run_step(*impl_, tokens, batch, logits_rows, &logits, nullptr, layer_outputs);
+}
+
+Status CudaModel::forward_greedy(const std::vector<int32_t>& tokens, const BatchLayout& batch,
+                                 const std::vector<int64_t>& rows, std::vector<int32_t>& next_tokens) {
+  return run_step(*impl_, tokens, batch, rows, nullptr, &next_tokens, nullptr);
 }
 
 Expected<CudaSingleSequence> CudaSingleSequence::create(CudaModel& model, int64_t max_tokens, int64_t page_size) {

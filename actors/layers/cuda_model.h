@@ -43,6 +43,11 @@ class CudaModel {
  public:
   // Uploads `model`'s weights to CUDA device `device`. `model` may be dropped afterwards.
   static Expected<std::unique_ptr<CudaModel>> create(const Model& model, int device, CudaModelOptions opt = {});
+  // A model of `cfg`'s shapes with random weights generated on the device (benchmarks at full size
+  // without a checkpoint): matrices uniform with std 1/sqrt(fan_in), norm weights 1. head_dim must be
+  // one the attention kernels have (no padding).
+  static Expected<std::unique_ptr<CudaModel>> create_random(const ModelConfig& cfg, int device, CudaModelOptions opt,
+                                                            uint64_t seed);
   ~CudaModel();
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -65,11 +70,16 @@ class CudaModel {
   // (spec §2's x = alpha*h2 + beta*MoE(h2), as the bf16 the kernels formed, widened to f32 [T, hidden]).
   Status forward(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& logits_rows,
                  Tensor& logits, std::vector<Tensor>* layer_outputs = nullptr);
+  // The same step, choosing the next token of each asked row greedily on the device (argmax, ties to
+  // the lowest id; kernels/cuda/sampling.h): only the ids cross to the host, not [rows, vocab] logits.
+  Status forward_greedy(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& rows,
+                        std::vector<int32_t>& next_tokens);
 
   struct Impl;
 
  private:
   explicit CudaModel(std::unique_ptr<Impl> impl);
+  static Expected<std::unique_ptr<Impl>> make_impl(const ModelConfig& cfg, int device, CudaModelOptions opt);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -26,11 +26,52 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BIN=${BIN:-.cache/gpu-lightning}
 QUICK=${QUICK:-}
-ONLY=${ONLY:-}          # '', expert, lightning or softmax
+ONLY=${ONLY:-}          # '', expert, lightning, softmax or model
 TEST_FILTER=${TEST_FILTER:-*}
 export LD_LIBRARY_PATH=$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}  # cuBLAS for test_cuda_devices
 
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+# The model forward at MiniMax-Text-01 shapes (bench_cuda_model, prebuilt: it needs the whole library) beside
+# transformers' MiniMaxForCausalLM with the same config: ONLY=model BIN=<folder with bench_cuda_model> LAYERS=0,0,0,1
+if [ "$ONLY" = model ]; then
+  LAYERS=${LAYERS:-0,0,0,1}
+  "$BIN/bench_cuda_model" --layers "$LAYERS" ${QUICK:+--quick} --json "$OUT/model.json" 2>&1 | tee "$OUT/model.txt"
+  mbench_rc=${PIPESTATUS[0]}
+  PYTHONUNBUFFERED=1 python3 bench/gpu/torch_cuda_model.py --layers "$LAYERS" ${QUICK:+--quick} --json "$OUT/torch_model.json" \
+    > "$OUT/torch_model.stdout" 2> >(tee "$OUT/torch_model.log" >&2)
+  mtorch_rc=$?
+  sleep 1
+  python3 - "$OUT" <<'EOF2'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        return {"error": str(e)}
+b, t = load("model.json"), load("torch_model.json")
+print("\n==== model forward, layers [%s], %s; transformers %s (attention %s, experts %s) ====" % (
+    b.get("layers", "?"), t.get("device", "?"), t.get("transformers", "?"), t.get("attn_implementation", "?"),
+    t.get("experts_implementation", "?")))
+tp = {r["T"]: r for r in t.get("prefill", [])}
+print("%-10s %10s %12s %12s %14s %8s" % ("prefill T", "ours ms", "ours tok/s", "torch ms", "torch tok/s", "speedup"))
+for r in b.get("prefill", []):
+    o = tp.get(r["T"], {})
+    print("%-10d %10.2f %12.0f %12s %14s %8s" % (r["T"], r["ms"], r["tokens_per_s"], "%.2f" % o["ms"] if "ms" in o else o.get("error", "-")[:12],
+          "%.0f" % o["tokens_per_s"] if "ms" in o else "-", "%.2fx" % (o["ms"] / r["ms"]) if "ms" in o else "-"))
+td = {r["batch"]: r for r in t.get("decode", [])}
+print("%-10s %10s %12s %12s %14s %8s" % ("decode B", "ours ms", "ours tok/s", "torch ms", "torch tok/s", "speedup"))
+for r in b.get("decode", []):
+    o = td.get(r["batch"], {})
+    print("%-10d %10.3f %12.0f %12s %14s %8s" % (r["batch"], r["ms_per_step"], r["tokens_per_s"],
+          "%.3f" % o["ms_per_step"] if "ms_per_step" in o else o.get("error", "-")[:12],
+          "%.0f" % o["tokens_per_s"] if "ms_per_step" in o else "-",
+          "%.2fx" % (o["ms_per_step"] / r["ms_per_step"]) if "ms_per_step" in o else "-"))
+EOF2
+  echo "rc: bench=$mbench_rc torch=$mtorch_rc"
+  exit 0
+fi
 
 if [ "$ONLY" = softmax ]; then
   if [ ! -x "$BIN/bench_softmax_attention" ]; then

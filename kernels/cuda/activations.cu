@@ -27,6 +27,28 @@ __global__ void bf16_to_f32_kernel(const __nv_bfloat16* x, float* y, int64_t n) 
   }
 }
 
+__host__ __device__ inline float hashed_value(uint64_t seed, int64_t i, float std, float offset) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(i) + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  const float u = static_cast<float>(z >> 40) * (1.f / 16777216.f);  // 24 bits: [0, 1)
+  return offset + std * 1.7320508f * (2.f * u - 1.f);
+}
+
+template <class T>
+__global__ void fill_random_kernel(T* x, int64_t n, uint64_t seed, float std, float offset) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = hashed_value(seed, i, std, offset);
+    if constexpr (sizeof(T) == 2) {
+      x[i] = __float2bfloat16_rn(v);
+    } else {
+      x[i] = v;
+    }
+  }
+}
+
 unsigned elementwise_blocks(int64_t n) {
   const int64_t blocks = (n + 255) / 256;
   return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
@@ -97,6 +119,23 @@ KernelStatus silu_inplace_bf16(uint16_t* x, int64_t n, Stream stream) {
   if (n == 0) return kernel_ok();
   if (x == nullptr) return kernel_error("silu_inplace_bf16 (cuda): x is null");
   silu_inplace_kernel<<<elementwise_blocks(n), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(x), n);
+  FULGUR_CUDA_CHECK(cudaGetLastError());
+  return kernel_ok();
+}
+
+float fill_random_value(uint64_t seed, int64_t i, float std, float offset) { return hashed_value(seed, i, std, offset); }
+
+KernelStatus fill_random(void* x, ActivationDtype dtype, int64_t n, uint64_t seed, float std, float offset,
+                         Stream stream) {
+  if (n < 0) return kernel_error("fill_random (cuda): n must be >= 0");
+  if (n == 0) return kernel_ok();
+  if (x == nullptr) return kernel_error("fill_random (cuda): x is null");
+  if (dtype == ActivationDtype::kF32) {
+    fill_random_kernel<float><<<elementwise_blocks(n), 256, 0, stream>>>(static_cast<float*>(x), n, seed, std, offset);
+  } else {
+    fill_random_kernel<__nv_bfloat16><<<elementwise_blocks(n), 256, 0, stream>>>(static_cast<__nv_bfloat16*>(x), n, seed,
+                                                                                std, offset);
+  }
   FULGUR_CUDA_CHECK(cudaGetLastError());
   return kernel_ok();
 }

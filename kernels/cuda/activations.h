@@ -10,6 +10,8 @@
 //    head_dim) and writing [T, H*D] contiguous. Reference: rmsnorm_cpu then sigmoid_mul_cpu on the
 //    same values in f32 (y = w * (x * inv), then y * sigmoid(g)).
 //  - bf16_to_f32: widening copy (exact), for an fp32 GEMM on a bf16 activation.
+//  - fill_random: x[i] = offset + std * sqrt(3) * (2 u_i - 1), u_i uniform in [0, 1) from a hash of (seed, i)
+//    (splitmix64; the same values on every device and launch shape): random weights for benchmarks.
 // All pointers are device pointers; entries validate and enqueue on `stream`, never allocate.
 #pragma once
 
@@ -24,6 +26,10 @@ KernelStatus silu_inplace_bf16(uint16_t* x, int64_t n, Stream stream);
 KernelStatus bf16_to_f32(const uint16_t* x, float* y, int64_t n, Stream stream);
 
 enum class ActivationDtype { kBf16, kF32 };
+
+KernelStatus fill_random(void* x, ActivationDtype dtype, int64_t n, uint64_t seed, float std, float offset, Stream stream);
+// The value fill_random writes at index i (before rounding to bf16), for checking it on the host.
+float fill_random_value(uint64_t seed, int64_t i, float std, float offset);
 
 struct LightningOutputGateCudaParams {
   const void* attn = nullptr;  // [num_tokens, num_heads, head_stride], dtype attn_dtype

@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <filesystem>
 
 #include "actors/layers/cuda_model.h"
@@ -332,6 +333,28 @@ TEST(CudaModel, BatchedStepsMatchSingleSequences) {
   FULGUR_SKIP_WITHOUT_GPU();
   batched_steps_match_single_sequences(CudaComputeDtype::f32, 1e-5);
   batched_steps_match_single_sequences(CudaComputeDtype::bf16, 1e-3);  // measured: bit-identical
+}
+
+// forward_greedy picks the argmax (ties to the lowest id) of the logits forward returns, per asked row.
+TEST(CudaModel, GreedyTokensAreTheArgmaxOfTheLogits) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  FixtureData f = load_fixture("partial_rope_gqa4");
+  ASSERT_TRUE(f.loaded.model);
+  auto model = CudaModel::create(*f.loaded.model, 0);
+  ASSERT_TRUE(model.has_value()) << model.error().to_string();
+  const int64_t T = static_cast<int64_t>(f.tokens.size()), V = (*model)->config().vocab_size;
+  const std::vector<int64_t> rows = {T - 1, 0, 57, 57};
+  ASSERT_TRUE((*model)->allocate_state(1, (T + 15) / 16, 16).is_ok());
+  Tensor logits;
+  ASSERT_TRUE((*model)->forward(f.tokens, single_sequence_layout(0, T, (T + 15) / 16), rows, logits).is_ok());
+  ASSERT_TRUE((*model)->reset_slot(0).is_ok());
+  std::vector<int32_t> next;
+  ASSERT_TRUE((*model)->forward_greedy(f.tokens, single_sequence_layout(0, T, (T + 15) / 16), rows, next).is_ok());
+  ASSERT_EQ(next.size(), rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const float* l = logits.data<float>() + r * V;
+    EXPECT_EQ(next[r], std::max_element(l, l + V) - l) << "row " << rows[r];
+  }
 }
 
 TEST(CudaModel, BadInputIsAnErrorNamingIt) {

@@ -61,6 +61,28 @@ TEST(CudaActivations, Bf16ToF32IsExact) {
   EXPECT_EQ(got, test::from_bf16(x));
 }
 
+TEST(CudaActivations, FillRandomIsTheHostFormula) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  const int64_t n = 100003;
+  test::DeviceBuffer f(n * 4), b(n * 2);
+  ASSERT_TRUE(cuda::fill_random(f.ptr, cuda::ActivationDtype::kF32, n, 42, 0.5f, 1.f, nullptr).ok());
+  ASSERT_TRUE(cuda::fill_random(b.ptr, cuda::ActivationDtype::kBf16, n, 42, 0.5f, 1.f, nullptr).ok());
+  ASSERT_TRUE(cuda::synchronize().ok());
+  std::vector<float> got(n);
+  std::vector<uint16_t> got16(n);
+  test::download(got, f);
+  test::download(got16, b);
+  double sum = 0, sq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float want = cuda::fill_random_value(42, i, 0.5f, 1.f);  // the device may fuse the multiply-add
+    ASSERT_NEAR(got[i], want, 1e-6 * std::abs(want) + 1e-7) << i;
+    ASSERT_EQ(got16[i], f32_to_bf16(got[i])) << i;
+    sum += got[i], sq += (got[i] - 1.0) * (got[i] - 1.0);
+  }
+  EXPECT_NEAR(sum / n, 1.0, 0.01);
+  EXPECT_NEAR(std::sqrt(sq / n), 0.5, 0.01);
+}
+
 // y = w * RMSNorm over the real features, then * sigmoid(gate), on [T, H, head_stride] input with
 // only the first D of every head real (the padded layout of the CUDA model).
 TEST(CudaActivations, LightningOutputGateMatchesCpu) {
