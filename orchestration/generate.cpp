@@ -37,34 +37,38 @@ std::vector<int32_t> default_stop_tokens(const ModelConfig& cfg, const Tokenizer
   return {};
 }
 
-Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
-                                  const std::function<void(int32_t)>& on_token) {
-  using clock = std::chrono::steady_clock;
-  if (prompt.empty()) return Status(Errc::invalid_argument, "the prompt is empty");
+Expected<int64_t> generation_length(const ModelConfig& cfg, size_t prompt_len, const GenerateOptions& opt) {
+  if (prompt_len == 0) return Status(Errc::invalid_argument, "the prompt is empty");
   if (opt.max_tokens < 0) return Status(Errc::invalid_argument, "max_tokens must be >= 0");
-  const ModelConfig& cfg = model.config();
-  const int64_t capacity = static_cast<int64_t>(prompt.size()) + opt.max_tokens;
-  if (cfg.max_position_embeddings > 0 && static_cast<int64_t>(prompt.size()) > cfg.max_position_embeddings) {
-    return Status(Errc::invalid_argument, "the prompt has " + std::to_string(prompt.size()) +
+  const int64_t capacity = static_cast<int64_t>(prompt_len) + opt.max_tokens;
+  if (cfg.max_position_embeddings > 0 && static_cast<int64_t>(prompt_len) > cfg.max_position_embeddings) {
+    return Status(Errc::invalid_argument, "the prompt has " + std::to_string(prompt_len) +
                                               " tokens, more than the model's context of " +
                                               std::to_string(cfg.max_position_embeddings));
   }
-  const int64_t max_len =
-      cfg.max_position_embeddings > 0 ? std::min(capacity, cfg.max_position_embeddings) : capacity;
-  SingleSequence seq(model, max_len);
+  return cfg.max_position_embeddings > 0 ? std::min(capacity, cfg.max_position_embeddings) : capacity;
+}
+
+Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, const std::vector<int32_t>& prompt,
+                                       const GenerateOptions& opt, const SequenceStep& step,
+                                       const std::function<void(int32_t)>& on_token) {
+  using clock = std::chrono::steady_clock;
   std::vector<char> workspace(kernels::sample_workspace_bytes(cfg.vocab_size));
   GenerateResult result;
   result.finish_reason = "length";
   Tensor logits;
   auto t0 = clock::now();
-  FULGUR_TRY(seq.step(prompt, false, logits));
+  FULGUR_TRY(step(prompt, logits));
+  int64_t length = static_cast<int64_t>(prompt.size());
   result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   t0 = clock::now();
   for (int64_t i = 0; i < opt.max_tokens; ++i) {
     kernels::SamplingParams sp = opt.sampling;
     sp.step = static_cast<uint64_t>(i);
     int32_t token = -1;
-    if (auto ks = kernels::sample_cpu(logits.data<float>(), cfg.vocab_size, sp, workspace.data(), &token); !ks.ok()) {
+    if (logits.numel() < cfg.vocab_size) return Status(Errc::internal, "generate: a step returned no logits");
+    const float* last = logits.data<float>() + (logits.numel() - cfg.vocab_size);  // the last token's row
+    if (auto ks = kernels::sample_cpu(last, cfg.vocab_size, sp, workspace.data(), &token); !ks.ok()) {
       return Status(Errc::invalid_argument, ks.error);
     }
     result.tokens.push_back(token);
@@ -73,11 +77,20 @@ Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>
       result.finish_reason = "stop";
       break;
     }
-    if (seq.length() >= max_len || i + 1 == opt.max_tokens) break;
-    FULGUR_TRY(seq.step({token}, false, logits));
+    if (length >= max_len || i + 1 == opt.max_tokens) break;
+    FULGUR_TRY(step({token}, logits));
+    ++length;
   }
   result.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return result;
+}
+
+Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                  const std::function<void(int32_t)>& on_token) {
+  FULGUR_ASSIGN_OR_RETURN(const int64_t max_len, generation_length(model.config(), prompt.size(), opt));
+  SingleSequence seq(model, max_len);
+  return generate_with(model.config(), max_len, prompt, opt,
+                       [&](const std::vector<int32_t>& t, Tensor& l) { return seq.step(t, false, l); }, on_token);
 }
 
 }  // namespace fulgur

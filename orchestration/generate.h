@@ -42,6 +42,15 @@ struct GenerateResult {
 Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                   const std::function<void(int32_t)>& on_token = {});
 
+// The pieces, for any device. The tokens one sequence needs room for (prompt + max_tokens, capped by
+// the context); an empty or too long prompt is an error.
+Expected<int64_t> generation_length(const ModelConfig& cfg, size_t prompt_len, const GenerateOptions& opt);
+// The sampling loop of generate over `step`, which appends tokens to one sequence of capacity max_len and
+// returns logits whose last row is the last token's (the CPU sampler draws from it).
+Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, const std::vector<int32_t>& prompt,
+                                       const GenerateOptions& opt, const SequenceStep& step,
+                                       const std::function<void(int32_t)>& on_token = {});
+
 // The ids generation should stop at: config eos_token_id, else the tokenizer's <end_of_sentence>.
 std::vector<int32_t> default_stop_tokens(const ModelConfig& cfg, const Tokenizer* tokenizer);
 

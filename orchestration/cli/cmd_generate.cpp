@@ -3,15 +3,19 @@
 #include <iostream>
 #include <memory>
 
+#include "devices/device.h"
 #include "orchestration/cli/commands.h"
 #include "orchestration/generate.h"
 #include "orchestration/tokenizer/chat_template.h"
+#ifdef FULGUR_HAVE_CUDA
+#include "actors/layers/cuda_model.h"
+#endif
 
 namespace fulgur::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string model_dir, prompt, system;
+  std::string model_dir, prompt, system, device = "cpu", dtype = "bf16";
   bool chat = false, show_stats = false;
   int64_t max_tokens = 64;
   float temperature = 0.f, top_p = 1.f;
@@ -19,7 +23,30 @@ struct GenerateArgs {
   uint64_t seed = 0;
 };
 
+// generate on the chosen device: the CPU model, or the CUDA model (its last-token logits come back to the
+// host and the same CPU sampler draws from them, so seeds mean the same on both).
+Expected<GenerateResult> generate_on(Device device, const std::string& dtype, const Model& model,
+                                     const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                     const std::function<void(int32_t)>& on_token) {
+  if (device.kind == DeviceKind::cpu) {
+    if (dtype != "bf16" && dtype != "f32") return Status(Errc::invalid_argument, "--dtype '" + dtype + "': expected bf16 or f32");
+    return generate(model, prompt, opt, on_token);
+  }
+#ifdef FULGUR_HAVE_CUDA
+  FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype compute, parse_cuda_compute_dtype(dtype));
+  FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda_model, CudaModel::create(model, device.index, {.dtype = compute}));
+  FULGUR_ASSIGN_OR_RETURN(const int64_t max_len, generation_length(model.config(), prompt.size(), opt));
+  FULGUR_ASSIGN_OR_RETURN(CudaSingleSequence seq, CudaSingleSequence::create(*cuda_model, max_len));
+  return generate_with(model.config(), max_len, prompt, opt,
+                       [&](const std::vector<int32_t>& t, Tensor& l) { return seq.step(t, false, l); }, on_token);
+#else
+  return Status(Errc::unsupported, "this build has no CUDA backend");
+#endif
+}
+
 int run_generate(const GenerateArgs& a) {
+  auto device = select_device(a.device);
+  if (!device) return fail("generate", device.error());
   auto loaded = load_model_dir(a.model_dir, true);
   if (!loaded) return fail("generate", loaded.error());
   const Tokenizer& tok = *loaded->tokenizer;
@@ -45,7 +72,7 @@ int run_generate(const GenerateArgs& a) {
     std::fwrite(piece->data(), 1, piece->size(), stdout);
     std::fflush(stdout);
   };
-  auto result = generate(*loaded->model, *prompt, opt, on_token);
+  auto result = generate_on(*device, a.dtype, *loaded->model, *prompt, opt, on_token);
   std::fputc('\n', stdout);
   if (!result) return fail("generate", result.error());
   if (a.show_stats) {
@@ -71,6 +98,8 @@ Run add_generate(CLI::App& app) {
   app.add_option("--top-k", a->top_k, "Keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
   app.add_option("--seed", a->seed, "Sampling seed");
   app.add_flag("--stats", a->show_stats, "Print prefill/decode speed to stderr");
+  app.add_option("--device", a->device, "Device to run on: cpu, cuda or cuda:N");
+  app.add_option("--dtype", a->dtype, "CUDA compute dtype: bf16 (default) or f32; the CPU always computes in f32");
   return [a] { return run_generate(*a); };
 }
 
