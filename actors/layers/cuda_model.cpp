@@ -30,6 +30,12 @@ namespace fulgur {
 namespace kc = kernels::cuda;
 using cuda::DeviceMemory;
 
+// int8-stored experts run the int8 kernel up to this many rows per expert on average, and are widened to
+// bf16 for the GEMM path above it. Measured on one H200 at MiniMax size: the kernel is 1.44x bf16 at 16
+// rows per expert and 0.60x at 64 (+1.9 ms a layer), while widening a layer costs more than that (16 GB of
+// traffic); from ~256 rows the widened bf16 GEMMs win.
+constexpr int64_t kInt8MaxAverageRows = 64;
+
 namespace {
 
 // Smallest head_dim with an instantiated kernel that holds `d` features; 0 if none.
@@ -76,13 +82,15 @@ struct CudaLayerWeights {
   DeviceMemory output_gate, norm;  // lightning only: [H * D, hidden], [H * D] bf16
   DeviceMemory slopes;             // lightning only: [H] f32
   DeviceMemory gate;               // router [E, hidden] bf16
-  DeviceMemory w13, w2;            // experts [E, 2I, hidden], [E, hidden, I] bf16
+  DeviceMemory w13, w2;            // experts [E, 2I, hidden], [E, hidden, I] bf16 (released with int8 experts)
+  DeviceMemory q13, s13, q2, s2;   // int8 experts: w13 / w2 as int8 with one f32 scale per row
 };
 
 struct CudaModel::Impl {
   ModelConfig cfg;
   int device = 0;
-  bool f32 = false;  // CudaComputeDtype::f32
+  bool f32 = false;   // CudaComputeDtype::f32
+  bool int8 = false;  // CudaModelOptions::int8_experts
   size_t es() const { return f32 ? 4 : 2; }  // bytes per activation / weight element
   cudaDataType_t act_type() const { return f32 ? CUDA_R_32F : CUDA_R_16BF; }
   int64_t dl = 0, ds = 0;  // padded head_dim of the lightning / softmax kernels
@@ -159,6 +167,7 @@ struct CudaModel::Impl {
 
   Status upload_weights(const ModelWeights& w);
   Status random_weights(uint64_t seed);
+  Status quantize_experts();  // bf16 w13 / w2 -> int8 + scales, the bf16 copies released
   // The sub-blocks: h [T, hidden] in the compute dtype -> out [T, hidden] in the compute dtype.
   Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
                    const DeviceMemory& cu_seqlens, void* out);
@@ -216,6 +225,26 @@ Status CudaModel::Impl::upload_weights(const ModelWeights& w) {
     }
     FULGUR_ASSIGN_OR_RETURN(cw.w13, upload_weight(w13));
     FULGUR_ASSIGN_OR_RETURN(cw.w2, upload_weight(w2));
+  }
+  return Status::ok();
+}
+
+Status CudaModel::Impl::quantize_experts() {
+  const int64_t hid = cfg.hidden_size, E = cfg.num_local_experts, I = cfg.intermediate_size;
+  for (CudaLayerWeights& w : layers) {
+    FULGUR_ASSIGN_OR_RETURN(w.q13, buffer(static_cast<size_t>(E * 2 * I * hid)));
+    FULGUR_ASSIGN_OR_RETURN(w.s13, buffer(static_cast<size_t>(E * 2 * I) * 4));
+    FULGUR_ASSIGN_OR_RETURN(w.q2, buffer(static_cast<size_t>(E * hid * I)));
+    FULGUR_ASSIGN_OR_RETURN(w.s2, buffer(static_cast<size_t>(E * hid) * 4));
+    FULGUR_TRY(kernel_status(kc::quantize_rows_int8({w.w13.as<uint16_t>(), w.q13.as<int8_t>(), w.s13.as<float>(), E * 2 * I, hid}, s()),
+                             "quantising w1|w3"));
+    FULGUR_TRY(kernel_status(kc::quantize_rows_int8({w.w2.as<uint16_t>(), w.q2.as<int8_t>(), w.s2.as<float>(), E * hid, I}, s()),
+                             "quantising w2"));
+    FULGUR_TRY(stream.synchronize());
+    w.w13.reset(), w.w2.reset();
+    weight_bytes -= static_cast<size_t>(E * 3 * I * hid) * 2;
+    weight_bytes += static_cast<size_t>(E * 3 * I * hid) + static_cast<size_t>(E * (2 * I + hid)) * 4;
+    FULGUR_TRY(alloc->release_cached());  // the bf16 experts' blocks back to the device before the next layer's
   }
   return Status::ok();
 }
@@ -396,6 +425,29 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
     FULGUR_TRY(kernel_status(kc::gather_rows(h2, T, hid * 4, row_token.as<int32_t>(), T * K, permuted.data(), s()),
                              where + " permute rows"));
   }
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory y, buffer(T * K * hid * es()));
+  if (int8 && T * K <= kInt8MaxAverageRows * E) {
+    // Decode sizes: the int8 kernel, sizes from the device offsets: no host round trip. A token whose router logits are not finite
+    // owns no row here (its MoE output is 0), but its hidden state is already non-finite, so its
+    // logits are too: forward_greedy reports them, forward returns them.
+    kc::ExpertFfnInt8Params q;
+    q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();
+    q.w13 = w.q13.as<int8_t>(), q.w13_scale = w.s13.as<float>(), q.w2 = w.q2.as<int8_t>(), q.w2_scale = w.s2.as<float>();
+    // The token-tile bound: twice the average rows per expert (>= 8, <= T: a token's top-k experts are
+    // distinct). An expert above it is still right, in several tiles; a bound of T (64 at B = 64) picks
+    // the 64-token tile, measured 1.3x slower than bf16 at 4 rows per expert.
+    const int64_t bound = std::min<int64_t>(T, std::max<int64_t>(8, 2 * ((T * K + E - 1) / E)));
+    q.y = y.as<uint16_t>(), q.max_rows = T * K, q.max_rows_per_expert = bound;
+    q.num_experts = E, q.hidden = hid, q.inter = I;
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory qws, buffer(std::max<size_t>(kc::expert_ffn_int8_workspace_bytes(T * K, I), 256)));
+    q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
+    FULGUR_TRY(kernel_status(kc::expert_ffn_int8(q, s()), where + " experts (int8)"));
+    kernels::MoeUnpermuteParams u;
+    u.expert_out = y.as<uint16_t>(), u.inverse = inverse.as<int32_t>(), u.topk_idx = topk_idx.as<int32_t>();
+    u.topk_weight = topk_weight.as<float>(), u.out = static_cast<uint16_t*>(out);
+    u.num_tokens = T, u.k = K, u.hidden = hid;
+    return kernel_status(kc::moe_unpermute(u, s()), where + " unpermute");
+  }
   // cuBLAS takes each expert's GEMM sizes from the host (kernels/cuda/expert_ffn.h).
   FULGUR_TRY(cuda::copy_async(host_offsets.data(), offsets.data(), (E + 1) * 4, s()));
   FULGUR_TRY(stream.synchronize());
@@ -404,7 +456,6 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
     return Status(Errc::internal, where + ": the router gave " + std::to_string(T * K - ho[E]) +
                                       " expert slots no expert (non-finite router logits)");
   }
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory y, buffer(T * K * hid * es()));
   if (f32) {
     // Per expert: h13 = x W13^T [rows, 2I], act = silu(gate) * up [rows, I], y = act W2^T.
     FULGUR_ASSIGN_OR_RETURN(DeviceMemory h13, buffer(T * K * 2 * I * 4));
@@ -424,8 +475,23 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
                                                static_cast<float*>(out), s()),
                          where + " unpermute");
   }
+  // Prefill sizes with int8-stored experts: the int8 kernel is mma-bound there (bench/gpu/NOTES.md), so the
+  // layer's experts are widened to bf16 once per step (16 GB of traffic at MiniMax size, ~4 ms) and run
+  // through the bf16 GEMMs.
+  std::optional<DeviceMemory> w13_tmp, w2_tmp;
+  if (int8) {
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory a, buffer(static_cast<size_t>(E * 2 * I * hid) * 2));
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory b, buffer(static_cast<size_t>(E * hid * I) * 2));
+    FULGUR_TRY(kernel_status(kc::dequantize_rows_int8(w.q13.as<int8_t>(), w.s13.as<float>(), E * 2 * I, hid,
+                                                      a.as<uint16_t>(), s()), where + " widening w1|w3"));
+    FULGUR_TRY(kernel_status(kc::dequantize_rows_int8(w.q2.as<int8_t>(), w.s2.as<float>(), E * hid, I, b.as<uint16_t>(),
+                                                      s()), where + " widening w2"));
+    w13_tmp = std::move(a), w2_tmp = std::move(b);
+  }
   kc::ExpertFfnBf16Params f;
-  f.x = permuted.as<uint16_t>(), f.w13 = w.w13.as<uint16_t>(), f.w2 = w.w2.as<uint16_t>();
+  f.x = permuted.as<uint16_t>();
+  f.w13 = int8 ? w13_tmp->as<uint16_t>() : w.w13.as<uint16_t>();
+  f.w2 = int8 ? w2_tmp->as<uint16_t>() : w.w2.as<uint16_t>();
   f.host_expert_offsets = ho, f.y = y.as<uint16_t>();
   f.num_experts = E, f.hidden = hid, f.inter = I;
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory fws, buffer(std::max<size_t>(kc::expert_ffn_bf16_workspace_bytes(T * K, E, I), 256)));
@@ -471,6 +537,13 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
   impl->cfg = cfg;
   impl->device = device;
   impl->f32 = opt.dtype == CudaComputeDtype::f32;
+  impl->int8 = opt.int8_experts;
+  if (impl->int8 && impl->f32) return Status(Errc::invalid_argument, "int8 experts are a bf16-mode option, not f32");
+  if (impl->int8 && (cfg.hidden_size % 64 != 0 || cfg.intermediate_size % 64 != 0)) {
+    return Status(Errc::unsupported, "int8 experts need hidden_size and intermediate_size multiples of 64 (got " +
+                                         std::to_string(cfg.hidden_size) + " and " +
+                                         std::to_string(cfg.intermediate_size) + ")");
+  }
   impl->dl = padded_head_dim(cfg.head_dim, kc::kLightningHeadDims);
   impl->ds = padded_head_dim(cfg.head_dim, kc::kSoftmaxHeadDims);
   const bool has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
@@ -512,6 +585,7 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
 Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int device, CudaModelOptions opt) {
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(model.config(), device, opt));
   FULGUR_TRY(impl->upload_weights(model.weights()));
+  if (impl->int8) FULGUR_TRY(impl->quantize_experts());
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 
@@ -524,6 +598,7 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig&
                                          " needs padding; use a head_dim with a kernel (16, 64, 128)");
   }
   FULGUR_TRY(impl->random_weights(seed));
+  if (impl->int8) FULGUR_TRY(impl->quantize_experts());
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 

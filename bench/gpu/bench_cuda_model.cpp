@@ -9,7 +9,10 @@
 // repeats after one warm-up. Compare with bench/gpu/torch_cuda_model.py (transformers' MiniMaxForCausalLM, same
 // config and machine) run beside it by bench/gpu/run.sh (ONLY=model).
 //
-//   bench_cuda_model [--layers 0,0,0,1] [--quick] [--json FILE]
+// With --experts bf16,int8 (default) the same runs repeat with int8 weight-only experts (one model at a
+// time on the device).
+//
+//   bench_cuda_model [--layers 0,0,0,1] [--experts bf16,int8] [--quick] [--json FILE]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -75,28 +78,17 @@ BatchLayout batch_layout(int64_t B, int64_t past, int64_t len, int64_t pps, int6
   return bl;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::string layers = "0,0,0,1";
-  bool quick = false;
-  const char* json_path = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-  }
-  auto cfg = parse_model_config(config_json(layers), "bench config");
-  if (!cfg) return check(cfg.error(), "config"), 1;
+// Prefill and decode runs of one model (bf16 or int8 experts); its JSON member.
+std::string run_model(const ModelConfig& cfg, const std::string& layers, bool int8, bool quick) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = CudaModel::create_random(*cfg, 0, {}, 1234);
-  if (!model) return check(model.error(), "create_random"), 1;
-  std::printf("model: layers [%s], %.1f GB of bf16 weights on the device, made in %.1f s\n", layers.c_str(),
-              (*model)->weight_bytes() / 1e9,
+  auto model = CudaModel::create_random(cfg, 0, {.int8_experts = int8}, 1234);
+  if (!model) check(model.error(), "create_random");
+  std::printf("\nmodel: layers [%s], %s experts, %.1f GB of weights on the device, made in %.1f s\n", layers.c_str(),
+              int8 ? "int8" : "bf16", (*model)->weight_bytes() / 1e9,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  const int64_t L = cfg->num_hidden_layers, V = cfg->vocab_size, page = 64;
-  std::string json = "{\n  \"layers\": \"" + layers + "\",\n  \"weight_GB\": " + std::to_string((*model)->weight_bytes() / 1e9) +
-                     ",\n  \"prefill\": [\n";
+  const int64_t L = cfg.num_hidden_layers, V = cfg.vocab_size, page = 64;
+  std::string json = "  \"" + std::string(int8 ? "int8" : "bf16") + "\": {\n  \"weight_GB\": " +
+                     std::to_string((*model)->weight_bytes() / 1e9) + ",\n  \"prefill\": [\n";
 
   std::printf("\n%-8s %10s %12s %14s\n", "prefill", "ms", "tokens/s", "ms per layer");
   const std::vector<int64_t> Ts = quick ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{1024, 4096, 16384};
@@ -145,7 +137,30 @@ int main(int argc, char** argv) {
                   k ? ",\n" : "", (long long)B, (long long)C, ms, B / (ms * 1e-3));
     json += buf;
   }
-  json += "\n  ]\n}\n";
+  json += "\n  ]\n  }";
+  return json;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string layers = "0,0,0,1", experts = "bf16,int8";
+  bool quick = false;
+  const char* json_path = nullptr;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = argv[++i];
+    else if (!std::strcmp(argv[i], "--experts") && i + 1 < argc) experts = argv[++i];
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+  }
+  auto cfg = parse_model_config(config_json(layers), "bench config");
+  if (!cfg) return check(cfg.error(), "config"), 1;
+  std::string json = "{\n  \"layers\": \"" + layers + "\"";
+  for (const bool int8 : {false, true}) {
+    if (experts.find(int8 ? "int8" : "bf16") != std::string::npos) json += ",\n" + run_model(*cfg, layers, int8, quick);
+  }
+  json += "\n}\n";
+
   if (json_path != nullptr) {
     if (FILE* f = std::fopen(json_path, "w")) std::fputs(json.c_str(), f), std::fclose(f);
   }

@@ -51,23 +51,28 @@ def load(name):
     except Exception as e:
         return {"error": str(e)}
 b, t = load("model.json"), load("torch_model.json")
+ours, i8 = b.get("bf16", {}), b.get("int8", {})
 print("\n==== model forward, layers [%s], %s; transformers %s (attention %s, experts %s) ====" % (
     b.get("layers", "?"), t.get("device", "?"), t.get("transformers", "?"), t.get("attn_implementation", "?"),
     t.get("experts_implementation", "?")))
+def fmt(x, f):
+    return f % x if isinstance(x, (int, float)) else "-"
 tp = {r["T"]: r for r in t.get("prefill", [])}
-print("%-10s %10s %12s %12s %14s %8s" % ("prefill T", "ours ms", "ours tok/s", "torch ms", "torch tok/s", "speedup"))
-for r in b.get("prefill", []):
-    o = tp.get(r["T"], {})
-    print("%-10d %10.2f %12.0f %12s %14s %8s" % (r["T"], r["ms"], r["tokens_per_s"], "%.2f" % o["ms"] if "ms" in o else o.get("error", "-")[:12],
-          "%.0f" % o["tokens_per_s"] if "ms" in o else "-", "%.2fx" % (o["ms"] / r["ms"]) if "ms" in o else "-"))
+ip = {r["T"]: r for r in i8.get("prefill", [])}
+print("%-10s %10s %12s %10s %12s %14s %8s" % ("prefill T", "ours ms", "ours tok/s", "int8 ms", "torch ms", "torch tok/s", "speedup"))
+for r in ours.get("prefill", []):
+    o, q = tp.get(r["T"], {}), ip.get(r["T"], {})
+    print("%-10d %10.2f %12.0f %10s %12s %14s %8s" % (r["T"], r["ms"], r["tokens_per_s"], fmt(q.get("ms"), "%.2f"),
+          fmt(o.get("ms"), "%.2f"), fmt(o.get("tokens_per_s"), "%.0f"),
+          "%.2fx" % (o["ms"] / r["ms"]) if "ms" in o else o.get("error", "-")[:12]))
 td = {r["batch"]: r for r in t.get("decode", [])}
-print("%-10s %10s %12s %12s %14s %8s" % ("decode B", "ours ms", "ours tok/s", "torch ms", "torch tok/s", "speedup"))
-for r in b.get("decode", []):
-    o = td.get(r["batch"], {})
-    print("%-10d %10.3f %12.0f %12s %14s %8s" % (r["batch"], r["ms_per_step"], r["tokens_per_s"],
-          "%.3f" % o["ms_per_step"] if "ms_per_step" in o else o.get("error", "-")[:12],
-          "%.0f" % o["tokens_per_s"] if "ms_per_step" in o else "-",
-          "%.2fx" % (o["ms_per_step"] / r["ms_per_step"]) if "ms_per_step" in o else "-"))
+idd = {r["batch"]: r for r in i8.get("decode", [])}
+print("%-10s %10s %12s %10s %12s %14s %8s" % ("decode B", "ours ms", "ours tok/s", "int8 ms", "torch ms", "torch tok/s", "speedup"))
+for r in ours.get("decode", []):
+    o, q = td.get(r["batch"], {}), idd.get(r["batch"], {})
+    print("%-10d %10.3f %12.0f %10s %12s %14s %8s" % (r["batch"], r["ms_per_step"], r["tokens_per_s"],
+          fmt(q.get("ms_per_step"), "%.3f"), fmt(o.get("ms_per_step"), "%.3f"), fmt(o.get("tokens_per_s"), "%.0f"),
+          "%.2fx" % (o["ms_per_step"] / r["ms_per_step"]) if "ms_per_step" in o else o.get("error", "-")[:12]))
 EOF2
   echo "rc: bench=$mbench_rc torch=$mtorch_rc"
   exit 0

@@ -428,6 +428,49 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
 }
 
+// One block per row (its scale read once); 16 int8 per thread step -> two 16-byte bf16 stores when the row
+// allows (cols % 16 == 0: every row start is then 16-byte aligned for q and 32-byte for w), else scalar.
+template <bool kVec>
+__global__ void dequantize_rows_int8_kernel(const int8_t* __restrict__ q, const float* __restrict__ scale, int64_t cols,
+                                            __nv_bfloat16* __restrict__ w) {
+  const int64_t r = blockIdx.x;
+  const float s = scale[r];
+  const int8_t* qr = q + r * cols;
+  __nv_bfloat16* wr = w + r * cols;
+  if constexpr (kVec) {
+    for (int64_t c = threadIdx.x * 16; c < cols; c += int64_t(blockDim.x) * 16) {
+      const int4 raw = *reinterpret_cast<const int4*>(qr + c);
+      const int8_t* v = reinterpret_cast<const int8_t*>(&raw);
+      uint4 out[2];
+      auto* h = reinterpret_cast<__nv_bfloat162*>(out);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        h[i] = __floats2bfloat162_rn(__fmul_rn(static_cast<float>(v[2 * i]), s), __fmul_rn(static_cast<float>(v[2 * i + 1]), s));
+      }
+      reinterpret_cast<uint4*>(wr + c)[0] = out[0];
+      reinterpret_cast<uint4*>(wr + c)[1] = out[1];
+    }
+  } else {
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) wr[c] = __float2bfloat16_rn(__fmul_rn(static_cast<float>(qr[c]), s));
+  }
+}
+
+KernelStatus dequantize_rows_int8(const int8_t* q, const float* scale, int64_t rows, int64_t cols, uint16_t* w,
+                                  Stream stream) {
+  if (rows < 0 || cols < 1 || rows > INT32_MAX) return kernel_error("dequantize_rows_int8: rows / cols out of range");
+  if (rows == 0) return kernel_ok();
+  if (q == nullptr || scale == nullptr || w == nullptr) return kernel_error("dequantize_rows_int8: null pointer");
+  auto* out = reinterpret_cast<__nv_bfloat16*>(w);
+  const bool vec = cols % 16 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (vec) {
+    dequantize_rows_int8_kernel<true><<<static_cast<unsigned>(rows), 128, 0, stream>>>(q, scale, cols, out);
+  } else {
+    dequantize_rows_int8_kernel<false><<<static_cast<unsigned>(rows), 128, 0, stream>>>(q, scale, cols, out);
+  }
+  FULGUR_CUDA_CHECK(cudaGetLastError());
+  return kernel_ok();
+}
+
 KernelStatus quantize_rows_int8(const QuantizeRowsInt8Params& p, Stream stream) {
   if (p.rows < 0 || p.cols < 1 || p.rows > INT32_MAX) return kernel_error("quantize_rows_int8: rows / cols out of range");
   if (p.rows == 0) return kernel_ok();

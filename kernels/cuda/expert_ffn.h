@@ -123,5 +123,9 @@ struct QuantizeRowsInt8Params {
   int64_t cols = 0;
 };
 KernelStatus quantize_rows_int8(const QuantizeRowsInt8Params& p, Stream stream);
+// The inverse for the bf16 path (prefill with int8-stored experts): w[r, c] = bf16(q[r, c] * scale[r]), the
+// product rounded once (bit-exact with dequantize_rows_int8_cpu rounded to bf16).
+KernelStatus dequantize_rows_int8(const int8_t* q, const float* scale, int64_t rows, int64_t cols, uint16_t* w,
+                                  Stream stream);
 
 }  // namespace fulgur::kernels::cuda

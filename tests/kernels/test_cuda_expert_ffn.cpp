@@ -276,6 +276,12 @@ void run_int8_case(const Int8Case& ic, double& worst, double& worst_f32) {
   std::vector<float> dq13f(q13.size()), dq2f(q2.size());
   dequantize_rows_int8_cpu(q13.data(), s13.data(), E * 2 * I, H, dq13f.data());
   dequantize_rows_int8_cpu(q2.data(), s2.data(), E * H, I, dq2f.data());
+  // The device dequantiser: the same products, rounded once to bf16.
+  test::DeviceBuffer dd13(E * 2 * I * H * 2);
+  ASSERT_TRUE(cuda::dequantize_rows_int8(dq13.as<int8_t>(), ds13.as<float>(), E * 2 * I, H, dd13.as<uint16_t>(), nullptr).ok());
+  std::vector<uint16_t> d13(E * 2 * I * H);
+  test::download(d13, dd13);
+  ASSERT_TRUE(d13 == test::to_bf16(dq13f)) << "dequantize_rows_int8 differs from dequantize_rows_int8_cpu in bf16";
   std::vector<float> y_ref, y_f32;
   reference(test::from_bf16(x), dq13f, dq2f, off, H, I, y_ref, y_f32);
 

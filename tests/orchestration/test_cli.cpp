@@ -133,6 +133,9 @@ TEST_F(Cli, ForwardOnCudaMatchesCpu) {
   ASSERT_EQ(gen_gpu.code, 0) << gen_gpu.output;
   EXPECT_EQ(gen_gpu.output, gen_cpu.output);
   EXPECT_EQ(gen_bf16.code, 0) << gen_bf16.output;
+  auto narrow = run(base + (dir_ / "gpu.safetensors").string() + " --device cuda --int8-experts");
+  EXPECT_NE(narrow.code, 0);
+  EXPECT_NE(narrow.output.find("multiples of 64"), std::string::npos) << narrow.output;
   auto bad = run(base + (dir_ / "gpu.safetensors").string() + " --device cuda --dtype f16");
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.output.find("f16"), std::string::npos) << bad.output;
@@ -161,6 +164,7 @@ TEST_F(Cli, BadInputExitsNonZeroWithAMessage) {
       {"forward --model " + model_ + " --tokens 1,2 --decode-from 3" + out, "decode-from"},
       {"forward --model /nonexistent/model --tokens 1" + out, "/nonexistent/model"},
       {"forward --model " + model_ + " --tokens 1 --device cuda:99" + out, "cuda:99"},
+      {"forward --model " + model_ + " --tokens 1 --int8-experts" + out, "--int8-experts needs --device cuda"},
       {"generate --model " + model_ + " --prompt hi --top-p 0", "top-p"},
       {"init-model --out " + (dir_ / "m2").string() + " --seed 1 --config /nonexistent.json", "/nonexistent.json"},
       {"frobnicate", "frobnicate"},
