@@ -1,3 +1,4 @@
+#include <CLI/CLI.hpp>
 #include <charconv>
 #include <iostream>
 
@@ -22,6 +23,28 @@ Expected<std::vector<int32_t>> parse_token_list(const std::string& text) {
     begin = end + 1;
   }
   return ids;
+}
+
+void add_compute_options(CLI::App& app, ComputeOptions& opt) {
+  app.add_option("--dtype", opt.dtype,
+                 "CUDA compute dtype: bf16 (weights and activations, the serving path) or f32 (everything in f32, "
+                 "for checking); the CPU always computes in f32");
+  app.add_flag("--int8-experts", opt.int8_experts,
+               "CUDA, bf16: quantise the experts to int8 weight-only at load (hidden and intermediate sizes multiples "
+               "of 64)");
+}
+
+Status check_compute_options(Device device, const ComputeOptions& opt) {
+  if (opt.dtype != "bf16" && opt.dtype != "f32") {
+    return Status(Errc::invalid_argument, "--dtype '" + opt.dtype + "': expected bf16 or f32");
+  }
+  if (device.kind == DeviceKind::cpu && opt.int8_experts) {
+    return Status(Errc::invalid_argument, "--int8-experts needs --device cuda");
+  }
+  if (opt.dtype == "f32" && opt.int8_experts) {
+    return Status(Errc::invalid_argument, "--int8-experts is a bf16 option, not --dtype f32");
+  }
+  return Status::ok();
 }
 
 int fail(const std::string& command, const Status& status) {

@@ -13,22 +13,19 @@ namespace fulgur::cli {
 
 namespace {
 struct ForwardArgs {
-  std::string model_dir, tokens, out, device = "cpu", dtype = "bf16";
+  std::string model_dir, tokens, out, device = "cpu";
   int64_t chunk_size = 0;
-  bool int8_experts = false;
   int64_t decode_from = -1;
+  ComputeOptions compute;
 };
 
-Expected<Tensor> forward_on(Device device, const std::string& dtype, bool int8_experts, const Model& model,
+Expected<Tensor> forward_on(Device device, const ComputeOptions& compute, const Model& model,
                             const std::vector<int32_t>& tokens, const ForwardOptions& opt) {
-  if (device.kind == DeviceKind::cpu) {
-    if (int8_experts) return Status(Errc::invalid_argument, "--int8-experts needs --device cuda");
-    if (dtype != "bf16" && dtype != "f32") return Status(Errc::invalid_argument, "--dtype '" + dtype + "': expected bf16 or f32");
-    return forward_all_logits(model, tokens, opt);  // the CPU computes in f32
-  }
+  FULGUR_TRY(check_compute_options(device, compute));
+  if (device.kind == DeviceKind::cpu) return forward_all_logits(model, tokens, opt);  // the CPU computes in f32
 #ifdef FULGUR_HAVE_CUDA
-  FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype compute, parse_cuda_compute_dtype(dtype));
-  const CudaModelOptions options{.dtype = compute, .int8_experts = int8_experts};
+  FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype dtype, parse_cuda_compute_dtype(compute.dtype));
+  const CudaModelOptions options{.dtype = dtype, .int8_experts = compute.int8_experts};
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda_model, CudaModel::create(model, device.index, options));
   return forward_all_logits_cuda(*cuda_model, tokens, opt);
 #else
@@ -44,7 +41,7 @@ int run_forward(const ForwardArgs& a) {
   auto loaded = load_model_dir(a.model_dir, false);
   if (!loaded) return fail("forward", loaded.error());
   ForwardOptions opt{.chunk_size = a.chunk_size, .decode_from = a.decode_from};
-  auto logits = forward_on(*device, a.dtype, a.int8_experts, *loaded->model, *tokens, opt);
+  auto logits = forward_on(*device, a.compute, *loaded->model, *tokens, opt);
   if (!logits) return fail("forward", logits.error());
   if (auto st = write_safetensors(a.out, {{"logits", *logits}}); !st.is_ok()) return fail("forward", st);
   return 0;
@@ -61,11 +58,7 @@ Run add_forward(CLI::App& app) {
   app.add_option("--decode-from", a->decode_from, "Prefill tokens [0, K), then decode one token at a time")
       ->check(CLI::PositiveNumber);
   app.add_option("--device", a->device, "Device to run on: cpu, cuda or cuda:N");
-  app.add_flag("--int8-experts", a->int8_experts,
-               "CUDA, bf16: quantise the experts to int8 weight-only at load (hidden and intermediate sizes multiples of 64)");
-  app.add_option("--dtype", a->dtype,
-                 "CUDA compute dtype: bf16 (weights and activations, the serving path) or f32 (everything in f32, "
-                 "for checking); the CPU always computes in f32");
+  add_compute_options(app, a->compute);
   return [a] { return run_forward(*a); };
 }
 

@@ -15,8 +15,9 @@ namespace fulgur::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string model_dir, prompt, system, device = "cpu", dtype = "bf16";
-  bool chat = false, show_stats = false, int8_experts = false;
+  std::string model_dir, prompt, system, device = "cpu";
+  bool chat = false, show_stats = false;
+  ComputeOptions compute;
   int64_t max_tokens = 64;
   float temperature = 0.f, top_p = 1.f;
   int64_t top_k = 0;
@@ -25,17 +26,14 @@ struct GenerateArgs {
 
 // generate on the chosen device: the CPU model, or the CUDA model (its last-token logits come back to the
 // host and the same CPU sampler draws from them, so seeds mean the same on both).
-Expected<GenerateResult> generate_on(Device device, const std::string& dtype, bool int8_experts, const Model& model,
+Expected<GenerateResult> generate_on(Device device, const ComputeOptions& compute, const Model& model,
                                      const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                      const std::function<void(int32_t)>& on_token) {
-  if (device.kind == DeviceKind::cpu) {
-    if (int8_experts) return Status(Errc::invalid_argument, "--int8-experts needs --device cuda");
-    if (dtype != "bf16" && dtype != "f32") return Status(Errc::invalid_argument, "--dtype '" + dtype + "': expected bf16 or f32");
-    return generate(model, prompt, opt, on_token);
-  }
+  FULGUR_TRY(check_compute_options(device, compute));
+  if (device.kind == DeviceKind::cpu) return generate(model, prompt, opt, on_token);
 #ifdef FULGUR_HAVE_CUDA
-  FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype compute, parse_cuda_compute_dtype(dtype));
-  const CudaModelOptions options{.dtype = compute, .int8_experts = int8_experts};
+  FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype dtype, parse_cuda_compute_dtype(compute.dtype));
+  const CudaModelOptions options{.dtype = dtype, .int8_experts = compute.int8_experts};
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda_model, CudaModel::create(model, device.index, options));
   FULGUR_ASSIGN_OR_RETURN(const int64_t max_len, generation_length(model.config(), prompt.size(), opt));
   FULGUR_ASSIGN_OR_RETURN(CudaSingleSequence seq, CudaSingleSequence::create(*cuda_model, max_len));
@@ -74,7 +72,7 @@ int run_generate(const GenerateArgs& a) {
     std::fwrite(piece->data(), 1, piece->size(), stdout);
     std::fflush(stdout);
   };
-  auto result = generate_on(*device, a.dtype, a.int8_experts, *loaded->model, *prompt, opt, on_token);
+  auto result = generate_on(*device, a.compute, *loaded->model, *prompt, opt, on_token);
   std::fputc('\n', stdout);
   if (!result) return fail("generate", result.error());
   if (a.show_stats) {
@@ -101,9 +99,7 @@ Run add_generate(CLI::App& app) {
   app.add_option("--seed", a->seed, "Sampling seed");
   app.add_flag("--stats", a->show_stats, "Print prefill/decode speed to stderr");
   app.add_option("--device", a->device, "Device to run on: cpu, cuda or cuda:N");
-  app.add_flag("--int8-experts", a->int8_experts,
-               "CUDA, bf16: quantise the experts to int8 weight-only at load (hidden and intermediate sizes multiples of 64)");
-  app.add_option("--dtype", a->dtype, "CUDA compute dtype: bf16 (default) or f32; the CPU always computes in f32");
+  add_compute_options(app, a->compute);
   return [a] { return run_generate(*a); };
 }
 

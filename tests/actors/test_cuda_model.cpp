@@ -10,37 +10,25 @@
 // The f32 compute mode is held to the float64 reference itself (the 1e-4).
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "actors/layers/cuda_model.h"
-#include "kernels/cuda/runtime.h"
+#include "fixture_util.h"
+#include "kernels/cuda_test_util.h"
 #include "kernels/half.h"
 #include "orchestration/checkpoint/safetensors.h"
 #include "orchestration/generate.h"
 #include "test_util.h"
 
-#define FULGUR_SKIP_WITHOUT_GPU()                                                 \
-  do {                                                                            \
-    if (::fulgur::kernels::cuda::device_count() == 0) {                           \
-      GTEST_SKIP() << "no CUDA device on this machine: GPU test skipped";         \
-    }                                                                             \
-  } while (0)
 
 namespace fulgur {
 namespace {
 
 namespace fs = std::filesystem;
 
-// The source tree; FULGUR_SOURCE_DIR in the environment overrides the build's (binaries built on one
-// machine and run from a copy of the tree on the GPU machine).
-fs::path source_dir() {
-  const char* env = std::getenv("FULGUR_SOURCE_DIR");
-  return env != nullptr && *env != '\0' ? fs::path(env) : fs::path(FULGUR_SOURCE_DIR);
-}
-const fs::path kFixtures = source_dir() / "tests/fixtures/models";
+const fs::path kFixtures = test::fixtures_dir();
 
 // The bound for f32 compute against the float64 reference.
 constexpr double kF32Bound = 1e-4;
@@ -130,14 +118,7 @@ FixtureData load_fixture(const std::string& name) {
 }
 
 
-std::vector<std::string> fixture_names() {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(kFixtures)) {
-    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
+using test::fixture_names;
 
 class CudaFixture : public ::testing::TestWithParam<std::string> {};
 

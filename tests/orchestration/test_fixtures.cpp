@@ -8,6 +8,7 @@
 #include "actors/layers/model.h"
 #include "orchestration/checkpoint/safetensors.h"
 #include "orchestration/generate.h"
+#include "fixture_util.h"
 #include "test_util.h"
 
 namespace fulgur {
@@ -15,16 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(FULGUR_SOURCE_DIR) / "tests/fixtures/models";
-
-std::vector<std::string> fixture_names() {
-  std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(kFixtures)) {
-    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
+const fs::path kFixtures = test::fixtures_dir();
+using test::fixture_names;
 
 TEST(Fixtures, AllPresent) {
   // The generator writes six fixtures; a missing one must not silently shrink coverage.
