@@ -74,15 +74,16 @@ std::vector<uint16_t> to_bf16(const float* s, size_t n) {
 
 }  // namespace
 
+// One layer's weights on the device, in the compute dtype (bf16, or f32 in the f32 mode) unless noted.
 struct CudaLayerWeights {
   LayerKind kind = LayerKind::lightning;
-  DeviceMemory input_norm, post_norm;  // [hidden] bf16
-  DeviceMemory qkv;       // lightning [H * 3 * Dl, hidden]; softmax [(H + 2 KV) * Ds, hidden] (q | k | v), bf16
-  DeviceMemory out_proj;  // lightning [hidden, H * D]; softmax o_proj [hidden, H * Ds], bf16
-  DeviceMemory output_gate, norm;  // lightning only: [H * D, hidden], [H * D] bf16
+  DeviceMemory input_norm, post_norm;  // [hidden]
+  DeviceMemory qkv;       // lightning [H * 3 * Dl, hidden]; softmax [(H + 2 KV) * Ds, hidden] (q | k | v)
+  DeviceMemory out_proj;  // lightning [hidden, H * D]; softmax o_proj [hidden, H * Ds]
+  DeviceMemory output_gate, norm;  // lightning only: [H * D, hidden], [H * D]
   DeviceMemory slopes;             // lightning only: [H] f32
-  DeviceMemory gate;               // router [E, hidden] bf16
-  DeviceMemory w13, w2;            // experts [E, 2I, hidden], [E, hidden, I] bf16 (released with int8 experts)
+  DeviceMemory gate;               // router [E, hidden]
+  DeviceMemory w13, w2;            // experts [E, 2I, hidden], [E, hidden, I] (released with int8 experts)
   DeviceMemory q13, s13, q2, s2;   // int8 experts: w13 / w2 as int8 with one f32 scale per row
 };
 
@@ -111,7 +112,7 @@ struct CudaModel::Impl {
   // State (allocate_state).
   int64_t num_slots = 0, num_blocks = 0, page_size = 0;
   std::vector<DeviceMemory> lightning_state;  // [layer] -> [slots, H, Dl, Dl] f32
-  std::vector<DeviceMemory> k_cache, v_cache;  // [layer] -> [blocks, page, KV, Ds] bf16
+  std::vector<DeviceMemory> k_cache, v_cache;  // [layer] -> [blocks, page, KV, Ds] in the compute dtype
 
   ~Impl() {
     if (stream.handle() != nullptr) (void)stream.synchronize();
