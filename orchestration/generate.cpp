@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 
 #include "orchestration/checkpoint/checkpoint.h"
 
@@ -40,7 +41,8 @@ std::vector<int32_t> default_stop_tokens(const ModelConfig& cfg, const Tokenizer
 Expected<int64_t> generation_length(const ModelConfig& cfg, size_t prompt_len, const GenerateOptions& opt) {
   if (prompt_len == 0) return Status(Errc::invalid_argument, "the prompt is empty");
   if (opt.max_tokens < 0) return Status(Errc::invalid_argument, "max_tokens must be >= 0");
-  const int64_t capacity = static_cast<int64_t>(prompt_len) + opt.max_tokens;
+  const int64_t room = std::numeric_limits<int64_t>::max() - static_cast<int64_t>(prompt_len);
+  const int64_t capacity = static_cast<int64_t>(prompt_len) + std::min(opt.max_tokens, room);
   if (cfg.max_position_embeddings > 0 && static_cast<int64_t>(prompt_len) > cfg.max_position_embeddings) {
     return Status(Errc::invalid_argument, "the prompt has " + std::to_string(prompt_len) +
                                               " tokens, more than the model's context of " +

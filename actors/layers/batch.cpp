@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 namespace fulgur {
 
@@ -26,12 +27,21 @@ Status BatchLayout::validate(int64_t num_slots, int64_t num_blocks, int64_t page
       static_cast<int64_t>(block_tables.size()) != n * max_blocks_per_seq) {
     return bad("context_lens / block_tables sizes do not match num_seqs");
   }
+  // Two sequences of one step in one state slot would race on it (and read each other's state).
+  std::vector<int32_t> slots(state_slots.begin(), state_slots.end());
+  std::sort(slots.begin(), slots.end());
+  if (std::adjacent_find(slots.begin(), slots.end()) != slots.end()) return bad("a state slot appears twice");
   for (int64_t b = 0; b < n; ++b) {
     const int64_t len = cu_seqlens[b + 1] - cu_seqlens[b];
     if (len < 0) return bad("cu_seqlens must not decrease");
     if (state_slots[b] < 0 || state_slots[b] >= num_slots) return bad("state slot out of range");
     if (context_lens[b] < len) return bad("context shorter than the step's tokens");
     if ((context_lens[b] + page_size - 1) / page_size > max_blocks_per_seq) return bad("block table too short");
+    // The attention kernels read every page of the context, not only the new tokens' pages.
+    for (int64_t p = 0; p < (context_lens[b] + page_size - 1) / page_size; ++p) {
+      const int64_t page = block_tables[b * max_blocks_per_seq + p];
+      if (page < 0 || page >= num_blocks) return bad("KV page id out of range");
+    }
     for (int64_t i = 0; i < len; ++i) {
       const int64_t t = cu_seqlens[b] + i;
       if (positions[t] != context_lens[b] - len + i) return bad("positions must continue the sequence's context");

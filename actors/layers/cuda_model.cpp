@@ -36,6 +36,9 @@ using cuda::DeviceMemory;
 // traffic); from ~256 rows the widened bf16 GEMMs win.
 constexpr int64_t kInt8MaxAverageRows = 64;
 
+// Rows of logits per lm_head GEMM (the f32 logits buffer on the device is this many rows).
+constexpr int64_t kLogitsChunkRows = 4096;
+
 namespace {
 
 // Smallest head_dim with an instantiated kernel that holds `d` features; 0 if none.
@@ -115,6 +118,7 @@ struct CudaModel::Impl {
   std::vector<DeviceMemory> k_cache, v_cache;  // [layer] -> [blocks, page, KV, Ds] in the compute dtype
 
   ~Impl() {
+    (void)cudaSetDevice(device);  // the frees and events below belong to this device
     if (stream.handle() != nullptr) (void)stream.synchronize();
   }
 
@@ -168,7 +172,7 @@ struct CudaModel::Impl {
 
   Status upload_weights(const ModelWeights& w);
   Status random_weights(uint64_t seed);
-  Status quantize_experts();  // bf16 w13 / w2 -> int8 + scales, the bf16 copies released
+  Status quantize_layer(CudaLayerWeights& w);  // bf16 w13 / w2 -> int8 + scales, the bf16 copies released
   // The sub-blocks: h [T, hidden] in the compute dtype -> out [T, hidden] in the compute dtype.
   Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
                    const DeviceMemory& cu_seqlens, void* out);
@@ -226,28 +230,31 @@ Status CudaModel::Impl::upload_weights(const ModelWeights& w) {
     }
     FULGUR_ASSIGN_OR_RETURN(cw.w13, upload_weight(w13));
     FULGUR_ASSIGN_OR_RETURN(cw.w2, upload_weight(w2));
+    if (int8) FULGUR_TRY(quantize_layer(cw));
   }
   return Status::ok();
 }
 
-Status CudaModel::Impl::quantize_experts() {
+// Right after a layer's experts arrive (upload or generation), so the bf16 experts of one layer at most are
+// ever on the device beside the int8 ones.
+Status CudaModel::Impl::quantize_layer(CudaLayerWeights& w) {
   const int64_t hid = cfg.hidden_size, E = cfg.num_local_experts, I = cfg.intermediate_size;
-  for (CudaLayerWeights& w : layers) {
-    FULGUR_ASSIGN_OR_RETURN(w.q13, buffer(static_cast<size_t>(E * 2 * I * hid)));
-    FULGUR_ASSIGN_OR_RETURN(w.s13, buffer(static_cast<size_t>(E * 2 * I) * 4));
-    FULGUR_ASSIGN_OR_RETURN(w.q2, buffer(static_cast<size_t>(E * hid * I)));
-    FULGUR_ASSIGN_OR_RETURN(w.s2, buffer(static_cast<size_t>(E * hid) * 4));
-    FULGUR_TRY(kernel_status(kc::quantize_rows_int8({w.w13.as<uint16_t>(), w.q13.as<int8_t>(), w.s13.as<float>(), E * 2 * I, hid}, s()),
-                             "quantising w1|w3"));
-    FULGUR_TRY(kernel_status(kc::quantize_rows_int8({w.w2.as<uint16_t>(), w.q2.as<int8_t>(), w.s2.as<float>(), E * hid, I}, s()),
-                             "quantising w2"));
-    FULGUR_TRY(stream.synchronize());
-    w.w13.reset(), w.w2.reset();
-    weight_bytes -= static_cast<size_t>(E * 3 * I * hid) * 2;
-    weight_bytes += static_cast<size_t>(E * 3 * I * hid) + static_cast<size_t>(E * (2 * I + hid)) * 4;
-    FULGUR_TRY(alloc->release_cached());  // the bf16 experts' blocks back to the device before the next layer's
-  }
-  return Status::ok();
+  FULGUR_ASSIGN_OR_RETURN(w.q13, buffer(static_cast<size_t>(E * 2 * I * hid)));
+  FULGUR_ASSIGN_OR_RETURN(w.s13, buffer(static_cast<size_t>(E * 2 * I) * 4));
+  FULGUR_ASSIGN_OR_RETURN(w.q2, buffer(static_cast<size_t>(E * hid * I)));
+  FULGUR_ASSIGN_OR_RETURN(w.s2, buffer(static_cast<size_t>(E * hid) * 4));
+  FULGUR_TRY(kernel_status(
+      kc::quantize_rows_int8({w.w13.as<uint16_t>(), w.q13.as<int8_t>(), w.s13.as<float>(), E * 2 * I, hid}, s()),
+      "quantising w1|w3"));
+  FULGUR_TRY(kernel_status(
+      kc::quantize_rows_int8({w.w2.as<uint16_t>(), w.q2.as<int8_t>(), w.s2.as<float>(), E * hid, I}, s()),
+      "quantising w2"));
+  FULGUR_TRY(stream.synchronize());
+  w.w13.reset(), w.w2.reset();
+  weight_bytes -= static_cast<size_t>(E * 3 * I * hid) * 2;
+  weight_bytes += static_cast<size_t>(E * 3 * I * hid) + static_cast<size_t>(E * (2 * I + hid)) * 4;
+  FULGUR_TRY(stream.synchronize());  // the frees' events complete ...
+  return alloc->release_cached();    // ... so the bf16 blocks go back to the device before the next layer's
 }
 
 Status CudaModel::Impl::random_weights(uint64_t seed) {
@@ -284,6 +291,7 @@ Status CudaModel::Impl::random_weights(uint64_t seed) {
     FULGUR_TRY(make(w.gate, E * hid, hid, "router"));
     FULGUR_TRY(make(w.w13, E * 2 * I * hid, hid, "w1|w3"));
     FULGUR_TRY(make(w.w2, E * hid * I, I, "w2"));
+    if (int8) FULGUR_TRY(quantize_layer(w));
   }
   return stream.synchronize();
 }
@@ -586,7 +594,6 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
 Expected<std::unique_ptr<CudaModel>> CudaModel::create(const Model& model, int device, CudaModelOptions opt) {
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(model.config(), device, opt));
   FULGUR_TRY(impl->upload_weights(model.weights()));
-  if (impl->int8) FULGUR_TRY(impl->quantize_experts());
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 
@@ -594,12 +601,13 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig&
                                                               uint64_t seed) {
   FULGUR_TRY(cfg.validate());
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(cfg, device, opt));
-  if (impl->dl != cfg.head_dim || impl->ds != cfg.head_dim) {
+  const bool has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
+  const bool has_lightning = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::lightning) > 0;
+  if ((has_lightning && impl->dl != cfg.head_dim) || (has_softmax && impl->ds != cfg.head_dim)) {
     return Status(Errc::unsupported, "create_random: head_dim " + std::to_string(cfg.head_dim) +
-                                         " needs padding; use a head_dim with a kernel (16, 64, 128)");
+                                         " needs padding; use a head_dim the layers' kernels have (lightning 16/32/64/128, softmax 16/64/128)");
   }
   FULGUR_TRY(impl->random_weights(seed));
-  if (impl->int8) FULGUR_TRY(impl->quantize_experts());
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 
@@ -610,6 +618,7 @@ Status CudaModel::allocate_state(int64_t num_slots, int64_t num_blocks, int64_t 
   }
   FULGUR_CUDA_TRY(cudaSetDevice(m.device));
   m.lightning_state.clear(), m.k_cache.clear(), m.v_cache.clear();
+  m.num_slots = 0, m.num_blocks = 0, m.page_size = 0;  // no state until every buffer is in place
   m.lightning_state.resize(m.layers.size()), m.k_cache.resize(m.layers.size()), m.v_cache.resize(m.layers.size());
   const int64_t H = m.cfg.num_attention_heads, KV = m.cfg.num_key_value_heads;
   for (size_t l = 0; l < m.layers.size(); ++l) {
@@ -633,6 +642,7 @@ Status CudaModel::allocate_state(int64_t num_slots, int64_t num_blocks, int64_t 
 Status CudaModel::reset_slot(int64_t slot) {
   Impl& m = *impl_;
   if (slot < 0 || slot >= m.num_slots) return Status(Errc::invalid_argument, "reset_slot: slot out of range");
+  FULGUR_CUDA_TRY(cudaSetDevice(m.device));
   const int64_t H = m.cfg.num_attention_heads;
   const size_t bytes = static_cast<size_t>(H * m.dl * m.dl) * 4;
   for (size_t l = 0; l < m.layers.size(); ++l) {
@@ -757,25 +767,39 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   FULGUR_TRY(kernel_status(kc::gather_rows(h.data(), T, hid * static_cast<int64_t>(m.es()), rows_dev.as<int32_t>(), R,
                                            picked.data(), m.s()),
                            "logits row gather"));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory out, m.buffer(static_cast<size_t>(R * V) * 4));
-  FULGUR_TRY(m.linear(picked.data(), R, hid, m.lm_head.data(), V, out.data(), CUDA_R_32F, "lm_head"));
-  if (logits != nullptr) {
-    FULGUR_TRY(cuda::copy_async(logits->data<float>(), out.data(), logits->nbytes(), m.s()));
-    return m.stream.synchronize();
+  // lm_head in chunks of rows, so the f32 logits on the device stay bounded (4096 x 200064 x 4 = 3.3 GB)
+  // however many rows are asked for.
+  const int64_t chunk = std::min<int64_t>(R, kLogitsChunkRows);
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory out, m.buffer(static_cast<size_t>(chunk * V) * 4));
+  std::optional<DeviceMemory> ids_out, gws;
+  if (greedy != nullptr) {
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory a, m.buffer(static_cast<size_t>(R) * 4));
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory b, m.buffer(std::max<size_t>(kc::sample_greedy_workspace_bytes(chunk, V), 256)));
+    ids_out = std::move(a), gws = std::move(b);
   }
-  // Greedy: the argmax on the device, only the token ids cross to the host.
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory ids_out, m.buffer(static_cast<size_t>(R) * 4));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory gws, m.buffer(std::max<size_t>(kc::sample_greedy_workspace_bytes(R, V), 256)));
-  kc::SampleGreedyCudaParams gp2;
-  gp2.logits = out.as<float>(), gp2.out_token = ids_out.as<int32_t>(), gp2.num_rows = R, gp2.vocab = V;
-  gp2.workspace = gws.data(), gp2.workspace_bytes = gws.bytes();
-  FULGUR_TRY(kernel_status(kc::sample_greedy(gp2, m.s()), "greedy sampling"));
-  FULGUR_TRY(cuda::copy_async(greedy->data(), ids_out.data(), static_cast<size_t>(R) * 4, m.s()));
+  for (int64_t r0 = 0; r0 < R; r0 += chunk) {
+    const int64_t n = std::min(chunk, R - r0);
+    const char* rows_in = picked.as<char>() + static_cast<size_t>(r0 * hid) * m.es();
+    FULGUR_TRY(m.linear(rows_in, n, hid, m.lm_head.data(), V, out.data(), CUDA_R_32F, "lm_head"));
+    if (logits != nullptr) {
+      // Stream order keeps the next chunk's GEMM behind this copy out of `out`.
+      FULGUR_TRY(cuda::copy_async(logits->data<float>() + r0 * V, out.data(), static_cast<size_t>(n * V) * 4, m.s()));
+      continue;
+    }
+    // Greedy: the argmax on the device, only the token ids cross to the host.
+    kc::SampleGreedyCudaParams gp2;
+    gp2.logits = out.as<float>(), gp2.out_token = ids_out->as<int32_t>() + r0, gp2.num_rows = n, gp2.vocab = V;
+    gp2.workspace = gws->data(), gp2.workspace_bytes = gws->bytes();
+    FULGUR_TRY(kernel_status(kc::sample_greedy(gp2, m.s()), "greedy sampling"));
+  }
+  if (greedy != nullptr) FULGUR_TRY(cuda::copy_async(greedy->data(), ids_out->data(), static_cast<size_t>(R) * 4, m.s()));
   FULGUR_TRY(m.stream.synchronize());
-  for (int64_t r = 0; r < R; ++r) {
-    if ((*greedy)[r] < 0) {
-      return Status(Errc::internal, "greedy sampling: the logits of row " + std::to_string(logits_rows[r]) +
-                                        " are not finite");
+  if (greedy != nullptr) {
+    for (int64_t r = 0; r < R; ++r) {
+      if ((*greedy)[r] < 0) {
+        return Status(Errc::internal, "greedy sampling: the logits of row " + std::to_string(logits_rows[r]) +
+                                          " are not finite");
+      }
     }
   }
   return Status::ok();
@@ -814,7 +838,13 @@ Status CudaSingleSequence::step(const std::vector<int32_t>& tokens, bool all_log
   } else {
     rows.push_back(n - 1);
   }
-  FULGUR_TRY(model_->forward(tokens, b, rows, logits, layer_outputs));
+  if (broken_) {
+    return Status(Errc::invalid_argument, "this sequence's state is undefined after a failed step: start a new one");
+  }
+  if (Status st = model_->forward(tokens, b, rows, logits, layer_outputs); !st.is_ok()) {
+    broken_ = st.code() != Errc::invalid_argument;  // refused before any work (bad input) vs failed midway
+    return st;
+  }
   length_ += n;
   return Status::ok();
 }

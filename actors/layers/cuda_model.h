@@ -72,6 +72,8 @@ class CudaModel {
   // and writing the state of allocate_state), and writes f32 logits [logits_rows.size(), vocab] to
   // host memory. layer_outputs, when given, receives the residual stream x after each layer
   // (spec §2's x = alpha*h2 + beta*MoE(h2), as the bf16 the kernels formed, widened to f32 [T, hidden]).
+  // Bad input is refused (invalid_argument) before any work. Any other error comes after the layers may
+  // have written the batch's state slots and KV pages: reset those sequences.
   Status forward(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& logits_rows,
                  Tensor& logits, std::vector<Tensor>* layer_outputs = nullptr);
   // The same step, choosing the next token of each asked row greedily on the device (argmax, ties to
@@ -87,7 +89,9 @@ class CudaModel {
   std::unique_ptr<Impl> impl_;
 };
 
-// One sequence fed step by step on the GPU (the CLI and tests), as SingleSequence.
+// One sequence fed step by step on the GPU (the CLI and tests), as SingleSequence. It owns the model's
+// state: creating another sequence on the same model replaces it. After a step fails midway the
+// sequence refuses further steps.
 class CudaSingleSequence {
  public:
   // Allocates the model's state for one sequence of up to max_tokens tokens.
@@ -103,6 +107,7 @@ class CudaSingleSequence {
   int64_t max_tokens_;
   int64_t page_size_;
   int64_t length_ = 0;
+  bool broken_ = false;
 };
 
 // forward_all_logits (model.h) on the GPU: logits [T, vocab] for every token, in the same modes.

@@ -95,6 +95,15 @@ static ExpertGemmMode resolve_mode(ExpertGemmMode mode, const int32_t* off, int 
   return max_rows <= 64 && active >= 8 ? ExpertGemmMode::grouped : ExpertGemmMode::per_expert;
 }
 
+// cublasSetStream resets a handle's workspace to cuBLAS's own pool (documented), which would drop the workspace
+// a caller set (devices/cuda/blas.h): set the stream only when the handle is not already on it.
+static KernelStatus bind_stream(cublasHandle_t h, Stream s) {
+  cudaStream_t current = nullptr;
+  FULGUR_CUBLAS_CHECK(cublasGetStream(h, &current));
+  if (current != s) FULGUR_CUBLAS_CHECK(cublasSetStream(h, s));
+  return kernel_ok();
+}
+
 size_t expert_ffn_bf16_workspace_bytes(int64_t rows, int64_t num_experts, int64_t inter) {
   return pointer_table_bytes(num_experts) + align256(size_t(rows) * 2 * size_t(inter) * 2);
 }
@@ -136,7 +145,7 @@ KernelStatus expert_ffn_bf16(const ExpertFfnBf16Params& p, Stream stream) {
   const void** table = static_cast<const void**>(p.workspace);
   auto* h13 = reinterpret_cast<__nv_bfloat16*>(static_cast<char*>(p.workspace) + pointer_table_bytes(E));
   cublasHandle_t blas = p.blas;
-  FULGUR_CUBLAS_CHECK(cublasSetStream(blas, stream));
+  if (auto s = bind_stream(blas, stream); !s.ok()) return s;
   const float one = 1.f, zero = 0.f;
 
   if (resolve_mode(p.mode, off, E) == ExpertGemmMode::per_expert) {
@@ -144,36 +153,48 @@ KernelStatus expert_ffn_bf16(const ExpertFfnBf16Params& p, Stream stream) {
     if (p.num_side_streams > 0) {
       FULGUR_CUDA_CHECK(cudaEventRecord(p.fork, stream));
       for (int i = 0; i < p.num_side_streams; ++i) {
-        FULGUR_CUBLAS_CHECK(cublasSetStream(p.side[i].blas, p.side[i].stream));
+        if (auto s = bind_stream(p.side[i].blas, p.side[i].stream); !s.ok()) return s;
         FULGUR_CUDA_CHECK(cudaStreamWaitEvent(p.side[i].stream, p.fork, 0));
       }
     }
     // Expert chains round-robin over the streams (experts with rows only, so every stream gets work).
-    int next = 0;
-    for (int e = 0; e < E; ++e) {
-      const int n = off[e + 1] - off[e];
-      if (n == 0) continue;
-      const int si = next++ % S;
-      const Stream st = si == 0 ? stream : p.side[si - 1].stream;
-      cublasHandle_t h = si == 0 ? blas : p.side[si - 1].blas;
-      __nv_bfloat16* h13e = h13 + int64_t(off[e]) * 2 * I;
-      FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, w13 + int64_t(e) * 2 * I * H,
-                                       CUDA_R_16BF, H, x + int64_t(off[e]) * H, CUDA_R_16BF, H, &zero, h13e,
-                                       CUDA_R_16BF, 2 * I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      if (S > 1) {
-        if (auto s = launch_swiglu(h13e, n, I, st); !s.ok()) return s;
-        FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, H, n, I, &one, w2 + int64_t(e) * H * I,
-                                         CUDA_R_16BF, I, h13e, CUDA_R_16BF, 2 * I, &zero, y + int64_t(off[e]) * H,
-                                         CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      }
-    }
-    if (S > 1) {
-      for (int i = 0; i < p.num_side_streams; ++i) {
-        FULGUR_CUDA_CHECK(cudaEventRecord(p.side[i].done, p.side[i].stream));
-        FULGUR_CUDA_CHECK(cudaStreamWaitEvent(stream, p.side[i].done, 0));
+    auto run_chains = [&]() -> KernelStatus {
+      int next = 0;
+      for (int e = 0; e < E; ++e) {
+        const int n = off[e + 1] - off[e];
+        if (n == 0) continue;
+        const int si = next++ % S;
+        const Stream st = si == 0 ? stream : p.side[si - 1].stream;
+        cublasHandle_t h = si == 0 ? blas : p.side[si - 1].blas;
+        __nv_bfloat16* h13e = h13 + int64_t(off[e]) * 2 * I;
+        FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, n, H, &one, w13 + int64_t(e) * 2 * I * H,
+                                         CUDA_R_16BF, H, x + int64_t(off[e]) * H, CUDA_R_16BF, H, &zero, h13e,
+                                         CUDA_R_16BF, 2 * I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        if (S > 1) {
+          if (auto s = launch_swiglu(h13e, n, I, st); !s.ok()) return s;
+          FULGUR_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, H, n, I, &one, w2 + int64_t(e) * H * I,
+                                           CUDA_R_16BF, I, h13e, CUDA_R_16BF, 2 * I, &zero, y + int64_t(off[e]) * H,
+                                           CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
       }
       return kernel_ok();
+    };
+    const KernelStatus chains = run_chains();
+    if (S > 1) {
+      // Join on every path, failures included: the caller frees the buffers on `stream`, so whatever was
+      // queued on a side stream must finish before `stream` moves on (or before we return, if the event fails).
+      KernelStatus joined = kernel_ok();
+      for (int i = 0; i < p.num_side_streams; ++i) {
+        if (cudaEventRecord(p.side[i].done, p.side[i].stream) != cudaSuccess ||
+            cudaStreamWaitEvent(stream, p.side[i].done, 0) != cudaSuccess) {
+          (void)cudaGetLastError();
+          (void)cudaStreamSynchronize(p.side[i].stream);
+          joined = kernel_error("expert_ffn_bf16: joining a side stream failed (it was synchronised instead)");
+        }
+      }
+      return chains.ok() ? joined : chains;
     }
+    if (!chains.ok()) return chains;
     // One stream: all gate/up GEMMs, one SwiGLU over every row, all down GEMMs.
     if (auto s = launch_swiglu(h13, rows, I, stream); !s.ok()) return s;
     for (int e = 0; e < E; ++e) {

@@ -74,8 +74,8 @@ struct ExpertFfnBf16Params {
   int64_t inter = 0;
   void* workspace = nullptr;  // expert_ffn_bf16_workspace_bytes(rows, ...) bytes, 256-byte aligned
   size_t workspace_bytes = 0;
-  cublasContext* blas = nullptr;  // cuBLAS handle; its stream is set to `stream`; its own workspace
-                                  //   (cublasSetWorkspace) is used by the GEMMs
+  cublasContext* blas = nullptr;  // cuBLAS handle, set to `stream` unless already there (cublasSetStream would
+                                  //   reset its workspace to cuBLAS's pool: bind it beforehand to keep your own)
   ExpertGemmMode mode = ExpertGemmMode::automatic;
   // Optional concurrency for the per-expert mode: experts go round-robin over `stream` and these side
   // streams, each expert's chain (gate/up GEMM, SwiGLU over its rows, down GEMM) on one stream, so one

@@ -93,6 +93,17 @@ TEST(Model, RejectsBadTokensAndLayouts) {
                 .context_lens = {2}, .block_tables = {0, 1, 2, 3}, .max_blocks_per_seq = 4, .kv_slot_mapping = {0, 1}};
   Tensor logits = Tensor::empty(DType::f32, {1, cfg.vocab_size});
   EXPECT_EQ(model->forward({1, 2}, b, pools, {1}, logits).code(), Errc::invalid_argument);
+  // Two sequences in one state slot; a decode whose earlier context sits on a page out of range.
+  const BatchLayout same_slot{.num_tokens = 2, .cu_seqlens = {0, 1, 2}, .positions = {0, 0}, .state_slots = {1, 1},
+                              .context_lens = {1, 1}, .block_tables = {0, 1}, .max_blocks_per_seq = 1,
+                              .kv_slot_mapping = {0, 4}};
+  Status st = same_slot.validate(2, 8, 4);
+  EXPECT_NE(st.message().find("state slot appears twice"), std::string::npos) << st.to_string();
+  const BatchLayout old_page{.num_tokens = 1, .cu_seqlens = {0, 1}, .positions = {4}, .state_slots = {0},
+                             .context_lens = {5}, .block_tables = {9, 1}, .max_blocks_per_seq = 2,
+                             .kv_slot_mapping = {4}};
+  st = old_page.validate(2, 8, 4);
+  EXPECT_NE(st.message().find("KV page id out of range"), std::string::npos) << st.to_string();
 }
 
 TEST(Model, WeightShapeMismatchIsNamed) {
