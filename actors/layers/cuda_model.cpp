@@ -98,6 +98,7 @@ struct CudaModel::Impl {
   size_t es() const { return f32 ? 4 : 2; }  // bytes per activation / weight element
   cudaDataType_t act_type() const { return f32 ? CUDA_R_32F : CUDA_R_16BF; }
   int64_t dl = 0, ds = 0;  // padded head_dim of the lightning / softmax kernels
+  bool has_lightning = false, has_softmax = false;  // layer kinds in the config
   // Declaration order = reverse destruction order: memory goes back to the allocator before it dies.
   cuda::CudaStream stream;
   std::unique_ptr<cuda::CachingAllocator> alloc;
@@ -555,9 +556,9 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
   }
   impl->dl = padded_head_dim(cfg.head_dim, kc::kLightningHeadDims);
   impl->ds = padded_head_dim(cfg.head_dim, kc::kSoftmaxHeadDims);
-  const bool has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
-  const bool has_lightning = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::lightning) > 0;
-  if ((has_lightning && impl->dl == 0) || (has_softmax && impl->ds == 0)) {
+  impl->has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
+  impl->has_lightning = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::lightning) > 0;
+  if ((impl->has_lightning && impl->dl == 0) || (impl->has_softmax && impl->ds == 0)) {
     return Status(Errc::unsupported, "head_dim " + std::to_string(cfg.head_dim) +
                                          ": the CUDA attention kernels support head_dim up to 128");
   }
@@ -601,9 +602,7 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig&
                                                               uint64_t seed) {
   FULGUR_TRY(cfg.validate());
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<Impl> impl, make_impl(cfg, device, opt));
-  const bool has_softmax = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::softmax) > 0;
-  const bool has_lightning = std::count(cfg.layer_types.begin(), cfg.layer_types.end(), LayerKind::lightning) > 0;
-  if ((has_lightning && impl->dl != cfg.head_dim) || (has_softmax && impl->ds != cfg.head_dim)) {
+  if ((impl->has_lightning && impl->dl != cfg.head_dim) || (impl->has_softmax && impl->ds != cfg.head_dim)) {
     return Status(Errc::unsupported, "create_random: head_dim " + std::to_string(cfg.head_dim) +
                                          " needs padding; use a head_dim the layers' kernels have (lightning 16/32/64/128, softmax 16/64/128)");
   }
@@ -832,12 +831,7 @@ Status CudaSingleSequence::step(const std::vector<int32_t>& tokens, bool all_log
                                               " tokens exceeds its capacity of " + std::to_string(max_tokens_));
   }
   const BatchLayout b = single_sequence_layout(length_, n, (max_tokens_ + page_size_ - 1) / page_size_);
-  std::vector<int64_t> rows;
-  if (all_logits) {
-    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
-  } else {
-    rows.push_back(n - 1);
-  }
+  const std::vector<int64_t> rows = step_logits_rows(n, all_logits);
   if (broken_) {
     return Status(Errc::invalid_argument, "this sequence's state is undefined after a failed step: start a new one");
   }

@@ -136,6 +136,13 @@ BatchLayout single_sequence_layout(int64_t length, int64_t n, int64_t num_blocks
   return b;
 }
 
+std::vector<int64_t> step_logits_rows(int64_t n, bool all_logits) {
+  if (!all_logits) return {n - 1};
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) rows[i] = i;
+  return rows;
+}
+
 Status SingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return Status(Errc::invalid_argument, "step: no tokens");
@@ -144,12 +151,7 @@ Status SingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits,
                                               " tokens exceeds its capacity of " + std::to_string(max_tokens_));
   }
   const BatchLayout b = single_sequence_layout(length_, n, pools_.num_blocks);
-  std::vector<int64_t> rows;
-  if (all_logits) {
-    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
-  } else {
-    rows.push_back(n - 1);
-  }
+  const std::vector<int64_t> rows = step_logits_rows(n, all_logits);
   logits = Tensor::empty(DType::f32, {static_cast<int64_t>(rows.size()), model_.config().vocab_size});
   FULGUR_TRY(model_.forward(tokens, b, pools_, rows, logits));
   length_ += n;

@@ -68,6 +68,8 @@ Expected<Tensor> forward_all_logits(const Model& model, const std::vector<int32_
 // The pieces both devices share. The layout of one step of a single sequence: n new tokens after
 // `length` earlier ones, state slot 0, the identity page table over num_blocks pages.
 BatchLayout single_sequence_layout(int64_t length, int64_t n, int64_t num_blocks);
+// The step rows whose logits a single-sequence step returns: all n, or the last one.
+std::vector<int64_t> step_logits_rows(int64_t n, bool all_logits);
 // Appends tokens to one sequence and returns the logits of all of them ([n, vocab]).
 using SequenceStep = std::function<Status(const std::vector<int32_t>& tokens, Tensor& logits)>;
 // Feeds `tokens` through `step` as `opt` says and gathers logits [T, vocab].
