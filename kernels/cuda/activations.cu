@@ -3,6 +3,7 @@
 #include "kernels/cuda/activations.h"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/common.cuh"
+#include "kernels/sampling_math.h"
 
 namespace fulgur::kernels::cuda {
 
@@ -28,10 +29,7 @@ __global__ void bf16_to_f32_kernel(const __nv_bfloat16* x, float* y, int64_t n) 
 }
 
 __host__ __device__ inline float hashed_value(uint64_t seed, int64_t i, float std, float offset) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (static_cast<uint64_t>(i) + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
+  const uint64_t z = kernels::sampling::random_bits(seed, static_cast<uint64_t>(i));  // the sampler's splitmix64
   const float u = static_cast<float>(z >> 40) * (1.f / 16777216.f);  // 24 bits: [0, 1)
   return offset + std * 1.7320508f * (2.f * u - 1.f);
 }

@@ -1,9 +1,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "kernels/sampling.h"
+#include "kernels/sampling_math.h"
 #include "test_util.h"
 
 namespace fulgur::kernels {
@@ -76,6 +78,82 @@ TEST(Sampling, RejectsBadParametersAndNonFiniteLogits) {
   EXPECT_FALSE(sample_cpu(logits.data(), 2, {.temperature = NAN}, ws.data(), &tok).ok());
   logits[1] = NAN;
   EXPECT_FALSE(sample_cpu(logits.data(), 2, {}, ws.data(), &tok).ok());
+}
+
+TEST(Sampling, RejectsHugeVocabularyAndMisalignedWorkspace) {
+  std::vector<float> logits = {1.f, 2.f};
+  std::vector<uint64_t> ws(4);
+  int32_t tok;
+  EXPECT_FALSE(sample_cpu(logits.data(), sampling::kMaxVocab + 1, {}, ws.data(), &tok).ok());
+  EXPECT_FALSE(sample_cpu(logits.data(), 2, {.temperature = 1.f}, reinterpret_cast<char*>(ws.data()) + 4, &tok).ok());
+}
+
+// ---- the shared integer arithmetic (kernels/sampling_math.h) -------------------------------------
+
+TEST(SamplingMath, ExpIsAccurateOnItsWholeRange) {
+  double worst = 0;
+  for (int i = 0; i <= 640000; ++i) {
+    const float x = -64.f * static_cast<float>(i) / 640000.f;
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(sampling::exp_nonpositive(x) - want) / want);
+  }
+  EXPECT_LT(worst, 2e-7);
+  EXPECT_EQ(sampling::exp_nonpositive(0.f), 1.f);
+}
+
+TEST(SamplingMath, WeightsScaleTheProbabilities) {
+  const float inv_t = sampling::inverse_temperature(0.5f);
+  EXPECT_EQ(sampling::weight(3.f, 3.f, inv_t), uint64_t{1} << sampling::kWeightBits);
+  const double w = static_cast<double>(sampling::weight(2.f, 3.f, inv_t));  // exp(-2)
+  EXPECT_NEAR(w / std::ldexp(1.0, sampling::kWeightBits), std::exp(-2.0), 1e-7);
+  EXPECT_EQ(sampling::weight(-100.f, 3.f, inv_t), 0u);                              // x < -64
+  EXPECT_EQ(sampling::weight(-30.f, -5.f, 1.f), 0u);                                // e^-25 < 2^-36
+  EXPECT_EQ(sampling::weight(2.f, 3.f, sampling::inverse_temperature(1e-40f)), 0u);  // 1/t = inf: greedy
+  EXPECT_EQ(sampling::weight(3.f, 3.f, sampling::inverse_temperature(1e-40f)), uint64_t{1} << sampling::kWeightBits);
+  EXPECT_EQ(sampling::weight(-3e38f, 3e38f, 1.f), 0u);  // logit - top overflows to -inf
+}
+
+TEST(SamplingMath, TopPMassIsTheExactCeiling) {
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 20000; ++i) {
+    const uint64_t total = 1 + rng() % (uint64_t{1} << (i % 63));
+    float top_p = std::ldexp(static_cast<float>(rng() % (1u << 24)) + 1.f, -24 - static_cast<int>(rng() % 130));
+    if (i % 7 == 0) top_p = 1.f;
+    if (!(top_p > 0.f && top_p <= 1.f)) continue;
+    // ceil(total * top_p) with top_p = m * 2^-s exactly, in 128-bit integers.
+    int e = 0;
+    const float mant = std::frexp(top_p, &e);
+    const unsigned __int128 m = static_cast<uint64_t>(std::ldexp(mant, 24));
+    const int s = 24 - e;
+    const unsigned __int128 v = m * total;
+    const uint64_t want = s >= 128 ? 1 : static_cast<uint64_t>((v >> s) + (((v >> s) << s) != v ? 1 : 0));
+    ASSERT_EQ(sampling::top_p_mass(total, top_p), want) << "total " << total << " top_p " << top_p;
+    ASSERT_LE(want, total);
+  }
+  EXPECT_EQ(sampling::top_p_mass(10, 0.5f), 5u);
+  EXPECT_EQ(sampling::top_p_mass(11, 0.5f), 6u);
+  EXPECT_EQ(sampling::top_p_mass(7, 1.f), 7u);
+  EXPECT_EQ(sampling::top_p_mass(uint64_t{1} << 40, 1e-30f), 1u);
+}
+
+TEST(SamplingMath, DrawPointCoversTheTotal) {
+  EXPECT_EQ(sampling::draw_point(0, 1000), 0u);
+  EXPECT_EQ(sampling::draw_point(~uint64_t{0}, 1000), 999u);
+  EXPECT_EQ(sampling::draw_point(uint64_t{1} << 63, 1000), 500u);
+}
+
+TEST(SamplingMath, OrderKeyIsLogitThenLowerId) {
+  std::vector<float> v = {1.f, -1.f, 0.f, -0.f, 2.5f, -2.5f, 1.f, 3e38f, -3e38f, 1e-40f, -1e-40f};
+  for (size_t a = 0; a < v.size(); ++a) {
+    for (size_t b = 0; b < v.size(); ++b) {
+      if (a == b) continue;
+      const bool first = v[a] > v[b] || (v[a] == v[b] && a < b);
+      EXPECT_EQ(sampling::order_key(v[a], static_cast<uint32_t>(a)) > sampling::order_key(v[b], static_cast<uint32_t>(b)),
+                first)
+          << v[a] << "@" << a << " vs " << v[b] << "@" << b;
+    }
+  }
+  EXPECT_EQ(sampling::key_token(sampling::order_key(-7.f, 12345)), 12345u);
 }
 
 }  // namespace
