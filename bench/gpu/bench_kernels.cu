@@ -1,6 +1,6 @@
 // One timing line per MoE-path kernel at MiniMax-Text-01 shapes (hidden 6144, 32 experts, top-2,
 // vocab 200064), T = 4096 and 65536 tokens: the production kernels of kernels/cuda (deepnorm_rmsnorm,
-// moe_router, moe_permute, moe_unpermute, embedding, sample_greedy). CUDA events, median of 20 runs
+// moe_router, moe_permute, moe_unpermute, embedding, sample_greedy, sample). CUDA events, median of 20 runs
 // after 3 warm-ups; the effective bandwidth counts each kernel's compulsory HBM bytes once.
 // Correctness is the tests' job (tests/kernels/test_cuda_*.cpp); this prints timings only.
 //
@@ -175,6 +175,24 @@ int main() {
     const double ms = median_ms([&] { CHECK_KERNEL(cuda::sample_greedy(sp, nullptr)); });
     std::printf("%-34s B=%-6lld %9.1f us  %7.2f TB/s\n", "sample_greedy (vocab 200064)", (long long)rows, ms * 1e3,
                 double(rows) * kVocab * 4 / (ms * 1e-3) / 1e12);
+    // Temperature / top-k / top-p sampling of the same rows (each row its own parameters, all alike here).
+    struct Case {
+      const char* name;
+      fulgur::kernels::SamplingParams p;
+    };
+    for (const Case& c : {Case{"sample t=1", {.temperature = 1.f}},
+                          Case{"sample t=0.7 top_k=50 top_p=0.9", {.temperature = 0.7f, .top_k = 50, .top_p = 0.9f}},
+                          Case{"sample t=1 top_p=0.95", {.temperature = 1.f, .top_p = 0.95f}}}) {
+      std::vector<fulgur::kernels::SamplingParams> params(rows, c.p);
+      for (int64_t r = 0; r < rows; ++r) params[r].seed = r, params[r].step = 17;
+      auto* d_params = device<fulgur::kernels::SamplingParams>(rows);
+      CHECK_CUDA(cudaMemcpy(d_params, params.data(), rows * sizeof(params[0]), cudaMemcpyHostToDevice));
+      cuda::SampleCudaParams cp{.logits = logits, .params = d_params, .out_token = tok, .num_rows = rows, .vocab = kVocab};
+      const double t = median_ms([&] { CHECK_KERNEL(cuda::sample(cp, nullptr)); });
+      std::printf("%-34s B=%-6lld %9.1f us  %7.2f TB/s\n", c.name, (long long)rows, t * 1e3,
+                  double(rows) * kVocab * 4 / (t * 1e-3) / 1e12);
+      CHECK_CUDA(cudaFree(d_params));
+    }
     CHECK_CUDA(cudaFree(logits));
     CHECK_CUDA(cudaFree(tok));
     CHECK_CUDA(cudaFree(ws));

@@ -4,13 +4,19 @@
 // picks at temperature 0. Two kernels: each row is cut into segments of kSampleGreedySegment logits,
 // one block per (segment, row) writes its (max, index) to the workspace, then one warp per row
 // reduces the segments in order. A row holding a non-finite logit (an error on the CPU) gets token -1.
-// Temperature / top-k / top-p sampling on the GPU is not implemented yet (the CPU sampler draws it).
+//
+// sample: temperature / top-k / top-p sampling with per-row parameters, the token sample_cpu draws
+// from the same row and (seed, step), bit for bit: both use the integer weights of
+// kernels/sampling_math.h. One block per row and no sort: the row's maximum, then radix selections
+// over the 64-bit order keys — by count for the top-k cut, by weight for the top-p cut and for the draw
+// itself — with the candidates moved to shared memory once at most 8192 are left (sampling.cu).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/cuda/runtime.h"
+#include "kernels/sampling.h"
 
 namespace fulgur::kernels::cuda {
 
@@ -31,5 +37,20 @@ struct SampleGreedyCudaParams {
 // Workspace layout: {float max, int32 index}[num_rows][ceil(vocab / kSampleGreedySegment)].
 size_t sample_greedy_workspace_bytes(int64_t num_rows, int64_t vocab);
 KernelStatus sample_greedy(const SampleGreedyCudaParams& p, Stream stream);
+
+// Tokens sample answers instead of a token id.
+inline constexpr int32_t kSampleNonFinite = -1;      // the row holds a NaN or an infinity
+inline constexpr int32_t kSampleBadParams = -2;      // its SamplingParams fail check_sampling_params
+inline constexpr int32_t kSampleInternalError = -3;  // a selection found no token (a bug)
+
+struct SampleCudaParams {
+  const float* logits = nullptr;                     // [num_rows, vocab] fp32, row stride logits_stride, device
+  const kernels::SamplingParams* params = nullptr;   // [num_rows] device: each row's own parameters
+  int32_t* out_token = nullptr;                      // [num_rows] device: the token, or a kSample* code
+  int64_t num_rows = 0;
+  int64_t vocab = 0;  // <= 2^26 (sampling_math.h)
+  int64_t logits_stride = 0;  // elements; 0 = vocab
+};
+KernelStatus sample(const SampleCudaParams& p, Stream stream);
 
 }  // namespace fulgur::kernels::cuda
