@@ -651,10 +651,12 @@ Status CudaModel::reset_slot(int64_t slot) {
   return Status::ok();
 }
 
-// One step; the asked rows' logits end as host f32 (`logits`) or as greedy tokens (`greedy`), exactly one given.
+// One step; the asked rows' logits end as host f32 (`logits`) or as chosen tokens (`greedy`), exactly one
+// given: drawn with `sampling` (one per row) when given, else greedily.
 static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, const BatchLayout& batch,
                        const std::vector<int64_t>& logits_rows, Tensor* logits, std::vector<int32_t>* greedy,
-                       std::vector<Tensor>* layer_outputs) {
+                       std::vector<Tensor>* layer_outputs,
+                       const std::vector<kernels::SamplingParams>* sampling = nullptr) {
   const ModelConfig& cfg = m.cfg;
   const int64_t T = batch.num_tokens, hid = cfg.hidden_size, V = cfg.vocab_size;
   if (static_cast<int64_t>(tokens.size()) != T) {
@@ -670,6 +672,18 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   }
   for (int64_t r : logits_rows) {
     if (r < 0 || r >= T) return Status(Errc::invalid_argument, "forward: logits row " + std::to_string(r) + " out of range");
+  }
+  bool draws = false;  // some row samples with a temperature (else greedy, the faster kernel)
+  if (sampling != nullptr) {
+    if (sampling->size() != logits_rows.size()) {
+      return Status(Errc::invalid_argument, "forward: one set of sampling parameters per logits row is needed");
+    }
+    for (size_t i = 0; i < sampling->size(); ++i) {
+      if (auto ks = kernels::check_sampling_params((*sampling)[i]); !ks.ok()) {
+        return Status(Errc::invalid_argument, "row " + std::to_string(logits_rows[i]) + ": " + ks.error);
+      }
+      draws = draws || (*sampling)[i].temperature > 0.f;
+    }
   }
   FULGUR_CUDA_TRY(cudaSetDevice(m.device));
   const int64_t R = static_cast<int64_t>(logits_rows.size());
@@ -687,6 +701,11 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory slots, m.upload_step(batch.state_slots));
   std::vector<int32_t> rows32(logits_rows.begin(), logits_rows.end());
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory rows_dev, m.upload_step(rows32));
+  std::optional<DeviceMemory> sampling_dev;
+  if (draws) {
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory sp, m.upload_step(*sampling));
+    sampling_dev = std::move(sp);
+  }
 
   const size_t act_bytes = static_cast<size_t>(T * hid) * m.es();
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory x, m.buffer(act_bytes));   // embedding, then each sub-block's output
@@ -785,7 +804,14 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
       FULGUR_TRY(cuda::copy_async(logits->data<float>() + r0 * V, out.data(), static_cast<size_t>(n * V) * 4, m.s()));
       continue;
     }
-    // Greedy: the argmax on the device, only the token ids cross to the host.
+    // The choice on the device, only the token ids cross to the host.
+    if (draws) {
+      kc::SampleCudaParams sp;
+      sp.logits = out.as<float>(), sp.params = sampling_dev->as<kernels::SamplingParams>() + r0;
+      sp.out_token = ids_out->as<int32_t>() + r0, sp.num_rows = n, sp.vocab = V;
+      FULGUR_TRY(kernel_status(kc::sample(sp, m.s()), "sampling"));
+      continue;
+    }
     kc::SampleGreedyCudaParams gp2;
     gp2.logits = out.as<float>(), gp2.out_token = ids_out->as<int32_t>() + r0, gp2.num_rows = n, gp2.vocab = V;
     gp2.workspace = gws->data(), gp2.workspace_bytes = gws->bytes();
@@ -795,9 +821,12 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   FULGUR_TRY(m.stream.synchronize());
   if (greedy != nullptr) {
     for (int64_t r = 0; r < R; ++r) {
+      if ((*greedy)[r] == kc::kSampleNonFinite) {
+        return Status(Errc::internal, "sampling: the logits of row " + std::to_string(logits_rows[r]) + " are not finite");
+      }
       if ((*greedy)[r] < 0) {
-        return Status(Errc::internal, "greedy sampling: the logits of row " + std::to_string(logits_rows[r]) +
-                                          " are not finite");
+        return Status(Errc::internal, "sampling: row " + std::to_string(logits_rows[r]) + " failed with code " +
+                                          std::to_string((*greedy)[r]));
       }
     }
   }
@@ -812,6 +841,12 @@ Status CudaModel::forward(const std::vector<int32_t>& tokens, const BatchLayout&
 Status CudaModel::forward_greedy(const std::vector<int32_t>& tokens, const BatchLayout& batch,
                                  const std::vector<int64_t>& rows, std::vector<int32_t>& next_tokens) {
   return run_step(*impl_, tokens, batch, rows, nullptr, &next_tokens, nullptr);
+}
+
+Status CudaModel::forward_sample(const std::vector<int32_t>& tokens, const BatchLayout& batch,
+                                 const std::vector<int64_t>& rows, const std::vector<kernels::SamplingParams>& sampling,
+                                 std::vector<int32_t>& next_tokens) {
+  return run_step(*impl_, tokens, batch, rows, nullptr, &next_tokens, nullptr, &sampling);
 }
 
 Expected<CudaSingleSequence> CudaSingleSequence::create(CudaModel& model, int64_t max_tokens, int64_t page_size) {

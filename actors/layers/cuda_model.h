@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "actors/layers/model.h"
+#include "kernels/sampling.h"
 
 namespace fulgur {
 
@@ -80,6 +81,11 @@ class CudaModel {
   // the lowest id; kernels/cuda/sampling.h): only the ids cross to the host, not [rows, vocab] logits.
   Status forward_greedy(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& rows,
                         std::vector<int32_t>& next_tokens);
+  // The same step, each asked row drawing its next token with its own parameters (temperature, top-k,
+  // top-p, seed, step) on the device: the token sample_cpu would draw from the same logits
+  // (kernels/cuda/sampling.h). Parameters failing check_sampling_params are refused before any work.
+  Status forward_sample(const std::vector<int32_t>& tokens, const BatchLayout& batch, const std::vector<int64_t>& rows,
+                        const std::vector<kernels::SamplingParams>& sampling, std::vector<int32_t>& next_tokens);
 
   struct Impl;
 
