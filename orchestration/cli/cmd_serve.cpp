@@ -11,8 +11,10 @@
 #include <memory>
 #include <pthread.h>
 
+#include "devices/device.h"
 #include "orchestration/cli/commands.h"
 #include "orchestration/serving/actor_engine.h"
+#include "orchestration/serving/cuda_engine.h"
 #include "protocols/serving/placement.h"
 #include "orchestration/generate.h"
 #include "orchestration/http/server.h"
@@ -22,7 +24,8 @@ namespace fulgur::cli {
 
 namespace {
 struct ServeArgs {
-  std::string model_dir, listen = "127.0.0.1:8000", placement, served_model_name;
+  std::string model_dir, listen = "127.0.0.1:8000", placement, served_model_name, device = "cpu";
+  ComputeOptions compute;
   int64_t max_running = 64, max_queued = 256;
   int io_threads = 2;
 };
@@ -59,6 +62,14 @@ Expected<serving::Placement> read_placement(const std::string& path) {
 }
 
 int run_serve(const ServeArgs& a) {
+  auto device = select_device(a.device);
+  if (!device) return fail("serve", device.error());
+  if (auto st = check_compute_options(*device, a.compute); !st) return fail("serve", st);
+  if (device->kind != DeviceKind::cpu && !a.placement.empty()) {
+    return fail("serve", Status(Errc::invalid_argument,
+                                "--placement spreads the CPU actor pipeline over processes; with --device cuda the "
+                                "whole model is one actor on that GPU"));
+  }
   ActorEngineOptions actor_options;
   if (!a.placement.empty()) {
     auto placement = read_placement(a.placement);
@@ -87,7 +98,19 @@ int run_serve(const ServeArgs& a) {
   eopt.max_running = a.max_running;
   eopt.max_queued = a.max_queued;
   eopt.state_slots = a.max_running;
-  auto engine = make_actor_engine(std::shared_ptr<const Model>(std::move(loaded->model)), eopt, actor_options);
+  Expected<std::unique_ptr<Engine>> engine = Status(Errc::internal, "no engine");
+  if (device->kind == DeviceKind::cpu) {
+    auto actors = make_actor_engine(std::shared_ptr<const Model>(std::move(loaded->model)), eopt, actor_options);
+    if (actors) engine = std::unique_ptr<Engine>(std::move(*actors));
+    else engine = actors.error();
+  } else {
+    // The host copy of the weights goes once they are on the GPU.
+    CudaEngineOptions copt;
+    copt.device = device->index;
+    copt.dtype = a.compute.dtype;
+    copt.int8_experts = a.compute.int8_experts;
+    engine = make_cuda_engine(std::shared_ptr<const Model>(std::move(loaded->model)), eopt, copt);
+  }
   if (!engine) return fail("serve", engine.error());
 
   http::ServedModel served;
@@ -101,8 +124,8 @@ int run_serve(const ServeArgs& a) {
 
   http::HttpServer server(**engine, served, hopt);
   if (auto st = server.start(); !st) return fail("serve", st);
-  std::fprintf(stderr, "fulgur serve: model '%s' listening on %s (max context %lld tokens)\n", served.id.c_str(),
-               server.url().c_str(), static_cast<long long>((*engine)->max_context()));
+  std::fprintf(stderr, "fulgur serve: model '%s' on %s listening on %s (max context %lld tokens)\n", served.id.c_str(),
+               a.device.c_str(), server.url().c_str(), static_cast<long long>((*engine)->max_context()));
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -116,7 +139,9 @@ Run add_serve(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
   app.add_option("--model", a->model_dir, "Model directory (config.json, safetensors, tokenizer.json)")->required();
   app.add_option("--listen", a->listen, "HOST:PORT to listen on (port 0: any free port)");
-  app.add_option("--placement", a->placement, "Placement plan (JSON) for a multi-process cluster");
+  app.add_option("--placement", a->placement, "Placement plan (JSON) for a multi-process cluster (CPU)");
+  app.add_option("--device", a->device, "Device to serve on: cpu (the actor pipeline), cuda or cuda:N (one GPU)");
+  add_compute_options(app, a->compute);
   app.add_option("--served-model-name", a->served_model_name,
                  "Model id in the API (default: the model directory's name)");
   app.add_option("--max-running", a->max_running, "Sequences in one running batch")->check(CLI::PositiveNumber);

@@ -25,33 +25,6 @@ namespace {
 
 constexpr auto kControlTimeout = std::chrono::seconds(30);
 
-Status check_request(const CompletionRequest& r, const ModelConfig& cfg, const EngineOptions& opt) {
-  auto bad = [](const std::string& m) { return Status(Errc::invalid_argument, m); };
-  if (r.prompt.empty()) return bad("the prompt is empty");
-  if (static_cast<int64_t>(r.prompt.size()) > opt.max_context) {
-    return bad("the prompt has " + std::to_string(r.prompt.size()) + " tokens, more than the context of " +
-               std::to_string(opt.max_context));
-  }
-  if (r.max_tokens < 0) return bad("max_tokens must be >= 0");
-  for (int32_t t : r.prompt) {
-    if (t < 0 || t >= cfg.vocab_size) {
-      return bad("prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
-                 std::to_string(cfg.vocab_size) + ")");
-    }
-  }
-  const auto& s = r.sampling;
-  if (!std::isfinite(s.temperature) || s.temperature < 0) return bad("temperature must be finite and >= 0");
-  if (!std::isfinite(s.top_p) || s.top_p <= 0 || s.top_p > 1) return bad("top_p must be in (0, 1]");
-  if (s.top_k < 0) return bad("top_k must be >= 0");
-  const int64_t max_len = std::min<int64_t>(static_cast<int64_t>(r.prompt.size()) + r.max_tokens, opt.max_context);
-  const int64_t pages = (max_len + opt.page_size - 1) / opt.page_size;
-  if (pages > opt.kv_blocks) {
-    return bad("the request needs " + std::to_string(pages) + " KV pages; the engine has " +
-               std::to_string(opt.kv_blocks));
-  }
-  return Status::ok();
-}
-
 // Asks and waits (the engine's own threads, never an actor's).
 template <class T, class Handle, class... Ts>
 Expected<T> ask(caf::actor_system& sys, const Handle& h, caf::timespan timeout, Ts&&... xs) {
@@ -90,27 +63,16 @@ class ClusterEngine final : public ActorEngine {
   }
 
   Expected<RequestId> submit(CompletionRequest request, TokenCallback on_event) override {
-    FULGUR_TRY(check_request(request, model_->config(), options_));
+    FULGUR_TRY(check_completion_request(request, model_->config(), options_));
     const RequestId id = next_id_.fetch_add(1);
-    SubmitPayload payload{id, std::move(request), std::move(on_event)};
-    caf::scoped_actor self{system_};
-    Expected<RequestId> out = Status(Errc::internal, "scheduler did not answer");
-    self->request(scheduler_, kControlTimeout, submit_atom_v, std::move(payload))
-        .receive([&](uint64_t got) { out = got; }, [&](caf::error& err) { out = from_caf_error(err); });
-    return out;
+    return scheduler_submit(system_, scheduler_, SubmitPayload{id, std::move(request), std::move(on_event)});
   }
 
   void cancel(RequestId id) override { caf::anon_send(scheduler_, cancel_atom_v, static_cast<uint64_t>(id)); }
 
   bool ready() const override { return ready_; }
 
-  EngineStats stats() const override {
-    caf::scoped_actor self{system_};
-    EngineStats out;
-    self->request(scheduler_, kControlTimeout, stats_atom_v)
-        .receive([&](EngineStats& s) { out = std::move(s); }, [&](caf::error&) {});
-    return out;
-  }
+  EngineStats stats() const override { return scheduler_stats(system_, scheduler_); }
 
   nlohmann::json topology() const override {
     using nlohmann::json;
@@ -429,6 +391,33 @@ class ClusterEngine final : public ActorEngine {
 };
 
 }  // namespace
+
+Status check_completion_request(const CompletionRequest& r, const ModelConfig& cfg, const EngineOptions& opt) {
+  auto bad = [](const std::string& m) { return Status(Errc::invalid_argument, m); };
+  if (r.prompt.empty()) return bad("the prompt is empty");
+  if (static_cast<int64_t>(r.prompt.size()) > opt.max_context) {
+    return bad("the prompt has " + std::to_string(r.prompt.size()) + " tokens, more than the context of " +
+               std::to_string(opt.max_context));
+  }
+  if (r.max_tokens < 0) return bad("max_tokens must be >= 0");
+  for (int32_t t : r.prompt) {
+    if (t < 0 || t >= cfg.vocab_size) {
+      return bad("prompt token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                 std::to_string(cfg.vocab_size) + ")");
+    }
+  }
+  const auto& s = r.sampling;
+  if (!std::isfinite(s.temperature) || s.temperature < 0) return bad("temperature must be finite and >= 0");
+  if (!std::isfinite(s.top_p) || s.top_p <= 0 || s.top_p > 1) return bad("top_p must be in (0, 1]");
+  if (s.top_k < 0) return bad("top_k must be >= 0");
+  const int64_t max_len = std::min<int64_t>(static_cast<int64_t>(r.prompt.size()) + r.max_tokens, opt.max_context);
+  const int64_t pages = (max_len + opt.page_size - 1) / opt.page_size;
+  if (pages > opt.kv_blocks) {
+    return bad("the request needs " + std::to_string(pages) + " KV pages; the engine has " +
+               std::to_string(opt.kv_blocks));
+  }
+  return Status::ok();
+}
 
 Expected<EngineOptions> resolve_engine_options(const ModelConfig& cfg, const EngineOptions& options) {
   EngineOptions o = options;

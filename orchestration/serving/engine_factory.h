@@ -20,6 +20,11 @@ struct EngineOptions {
   int64_t max_context = 0;          // 0 = the model's max_position_embeddings (or 4096 if unset)
 };
 
+// The checks every engine makes on a request before admitting it (invalid_argument: empty or too long
+// prompt, ids outside the vocabulary, bad sampling parameters, more KV pages than the engine has).
+// `options` resolved (resolve_engine_options).
+Status check_completion_request(const CompletionRequest& request, const ModelConfig& cfg, const EngineOptions& options);
+
 Expected<std::unique_ptr<Engine>> make_local_engine(std::shared_ptr<const Model> model, const EngineOptions& options);
 
 }  // namespace fulgur

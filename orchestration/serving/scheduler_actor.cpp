@@ -400,4 +400,24 @@ scheduler_actor spawn_scheduler(caf::actor_system& sys, SchedulerConfig config, 
   return sys.spawn(scheduler_fn, std::move(config), std::move(embed));
 }
 
+namespace {
+constexpr auto kSchedulerAnswerTimeout = std::chrono::seconds(30);
+}
+
+Expected<RequestId> scheduler_submit(caf::actor_system& sys, const scheduler_actor& scheduler, SubmitPayload payload) {
+  caf::scoped_actor self{sys};
+  Expected<RequestId> out = Status(Errc::internal, "scheduler did not answer");
+  self->request(scheduler, kSchedulerAnswerTimeout, submit_atom_v, std::move(payload))
+      .receive([&](uint64_t got) { out = got; }, [&](caf::error& err) { out = from_caf_error(err); });
+  return out;
+}
+
+EngineStats scheduler_stats(caf::actor_system& sys, const scheduler_actor& scheduler) {
+  caf::scoped_actor self{sys};
+  EngineStats out;
+  self->request(scheduler, kSchedulerAnswerTimeout, stats_atom_v)
+      .receive([&](EngineStats& s) { out = std::move(s); }, [&](caf::error&) {});
+  return out;
+}
+
 }  // namespace fulgur

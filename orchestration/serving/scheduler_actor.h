@@ -63,6 +63,11 @@ using scheduler_actor =
 
 scheduler_actor spawn_scheduler(caf::actor_system& sys, SchedulerConfig config, serving::embed_actor embed);
 
+// An engine's side of the scheduler (from the engine's own threads, never an actor's): hand it a
+// checked request (its answer is the id), ask for its statistics.
+Expected<RequestId> scheduler_submit(caf::actor_system& sys, const scheduler_actor& scheduler, SubmitPayload payload);
+EngineStats scheduler_stats(caf::actor_system& sys, const scheduler_actor& scheduler);
+
 // Latency histogram bucket upper bounds (seconds) of EngineStats.
 const std::vector<double>& latency_bucket_bounds();
 

@@ -9,6 +9,7 @@
 
 #include "orchestration/generate.h"
 #include "orchestration/serving/actor_engine.h"
+#include "orchestration/serving/cuda_engine.h"
 #include "test_actors_util.h"
 
 namespace fulgur {
@@ -377,6 +378,20 @@ TEST(ActorEngine, TopologyNamesEveryActor) {
   auto plain = make_local_engine(model, small_options());
   ASSERT_TRUE(plain.has_value());
   EXPECT_TRUE((*plain)->ready());
+}
+
+// The CUDA engine's refusals need no GPU: a build without the backend says so, a machine without the
+// device or a bad dtype gets an error naming it, never a crash.
+TEST(CudaEngineOptions, BadDeviceOrDtypeIsAnErrorNotACrash) {
+  auto model = test::make_test_model(3);
+  auto e = make_cuda_engine(model, small_options(), {.device = 977});
+  ASSERT_FALSE(e.has_value());
+  EXPECT_FALSE(e.error().message().empty());
+  auto d = make_cuda_engine(model, small_options(), {.dtype = "fp8"});
+  ASSERT_FALSE(d.has_value());
+#ifndef FULGUR_HAVE_CUDA
+  EXPECT_EQ(d.error().code(), Errc::unsupported);
+#endif
 }
 
 }  // namespace

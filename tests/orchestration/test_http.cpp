@@ -25,10 +25,14 @@
 #include <thread>
 #include <unordered_map>
 
+#ifdef FULGUR_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 #include "orchestration/http/metrics.h"
 #include "orchestration/http/request.h"
 #include "orchestration/http/response.h"
 #include "orchestration/http/server.h"
+#include "orchestration/serving/cuda_engine.h"
 #include "orchestration/serving/engine_factory.h"
 #include "orchestration/tokenizer/chat_template.h"
 #include "orchestration/tokenizer/tokenizer.h"
@@ -1132,9 +1136,7 @@ TEST_F(HttpServerTest, StopEndsRunningStreamsAndReturns) {
   EXPECT_TRUE(engine_.wait_idle(1000ms));
 }
 
-TEST(HttpOverActors, SixtyFourStreamsWithRandomDisconnectsFreeEverySlotAndPage) {
-  ModelConfig cfg = test::actor_test_config();
-  cfg.vocab_size = kVocab;  // the test tokenizer's vocabulary
+EngineOptions sixty_four_streams_options() {
   EngineOptions eo;
   eo.max_running = 8;  // most requests wait their turn: admission and the queue are exercised
   eo.state_slots = 8;
@@ -1142,12 +1144,21 @@ TEST(HttpOverActors, SixtyFourStreamsWithRandomDisconnectsFreeEverySlotAndPage) 
   eo.page_size = 8;
   eo.step_token_budget = 48;
   eo.prefill_chunk = 16;
-  auto engine = make_local_engine(test::make_test_model(31, cfg), eo);
-  ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+  return eo;
+}
+
+std::shared_ptr<const Model> sixty_four_streams_model() {
+  ModelConfig cfg = test::actor_test_config();
+  cfg.vocab_size = kVocab;  // the test tokenizer's vocabulary
+  return test::make_test_model(31, cfg);
+}
+
+// 64 clients over HTTP, a third of them hanging up mid-stream; afterwards every slot and page is free.
+void run_sixty_four_streams(Engine& engine) {
   http::HttpServerOptions opt;
   opt.host = "127.0.0.1";
   opt.port = 0;
-  http::HttpServer server(**engine, http::ServedModel{kModelName, &test_tokenizer(), {eos_id()}, 1700000000}, opt);
+  http::HttpServer server(engine, http::ServedModel{kModelName, &test_tokenizer(), {eos_id()}, 1700000000}, opt);
   ASSERT_TRUE(server.start().is_ok());
   const uint16_t port = server.port();
   constexpr int kClients = 64;
@@ -1217,6 +1228,24 @@ TEST(HttpOverActors, SixtyFourStreamsWithRandomDisconnectsFreeEverySlotAndPage) 
   EXPECT_EQ(m["fulgur_state_slots_total"], 8);
   EXPECT_GT(m["fulgur_tokens_generated_total"], 0);
   server.stop();
+}
+
+TEST(HttpOverActors, SixtyFourStreamsWithRandomDisconnectsFreeEverySlotAndPage) {
+  auto engine = make_local_engine(sixty_four_streams_model(), sixty_four_streams_options());
+  ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+  run_sixty_four_streams(**engine);
+}
+
+// The same over the engine on one GPU (`fulgur serve --device cuda`).
+TEST(HttpOverCuda, SixtyFourStreamsWithRandomDisconnectsFreeEverySlotAndPage) {
+#ifdef FULGUR_HAVE_CUDA
+  if (kernels::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine: GPU test skipped";
+  auto engine = make_cuda_engine(sixty_four_streams_model(), sixty_four_streams_options(), {});
+  ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+  run_sixty_four_streams(**engine);
+#else
+  GTEST_SKIP() << "this build has no CUDA backend: GPU test skipped";
+#endif
 }
 
 }  // namespace
