@@ -51,27 +51,30 @@ Expected<int64_t> generation_length(const ModelConfig& cfg, size_t prompt_len, c
   return cfg.max_position_embeddings > 0 ? std::min(capacity, cfg.max_position_embeddings) : capacity;
 }
 
-Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, const std::vector<int32_t>& prompt,
-                                       const GenerateOptions& opt, const SequenceStep& step,
-                                       const std::function<void(int32_t)>& on_token) {
+Expected<GenerateResult> generate_tokens(int64_t max_len, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                         const NextTokenStep& next, const std::function<void(int32_t)>& on_token) {
   using clock = std::chrono::steady_clock;
-  std::vector<char> workspace(kernels::sample_workspace_bytes(cfg.vocab_size));
   GenerateResult result;
   result.finish_reason = "length";
-  Tensor logits;
+  if (opt.max_tokens <= 0) {  // prefill only
+    const auto t0 = clock::now();
+    FULGUR_ASSIGN_OR_RETURN(const int32_t unused, next(prompt, opt.sampling));
+    (void)unused;
+    result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    return result;
+  }
   auto t0 = clock::now();
-  FULGUR_TRY(step(prompt, logits));
+  std::vector<int32_t> feed = prompt;
   int64_t length = static_cast<int64_t>(prompt.size());
-  result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
-  t0 = clock::now();
   for (int64_t i = 0; i < opt.max_tokens; ++i) {
     kernels::SamplingParams sp = opt.sampling;
     sp.step = static_cast<uint64_t>(i);
-    int32_t token = -1;
-    if (logits.numel() < cfg.vocab_size) return Status(Errc::internal, "generate: a step returned no logits");
-    const float* last = logits.data<float>() + (logits.numel() - cfg.vocab_size);  // the last token's row
-    if (auto ks = kernels::sample_cpu(last, cfg.vocab_size, sp, workspace.data(), &token); !ks.ok()) {
-      return Status(Errc::invalid_argument, ks.error);
+    FULGUR_ASSIGN_OR_RETURN(const int32_t token, next(feed, sp));
+    if (i == 0) {
+      result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+      t0 = clock::now();
+    } else {
+      ++length;
     }
     result.tokens.push_back(token);
     if (on_token) on_token(token);
@@ -79,12 +82,29 @@ Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, 
       result.finish_reason = "stop";
       break;
     }
-    if (length >= max_len || i + 1 == opt.max_tokens) break;
-    FULGUR_TRY(step({token}, logits));
-    ++length;
+    if (length >= max_len) break;
+    feed = {token};
   }
   result.decode_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   return result;
+}
+
+Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, const std::vector<int32_t>& prompt,
+                                       const GenerateOptions& opt, const SequenceStep& step,
+                                       const std::function<void(int32_t)>& on_token) {
+  std::vector<char> workspace(kernels::sample_workspace_bytes(cfg.vocab_size));
+  Tensor logits;
+  auto next = [&](const std::vector<int32_t>& tokens, const kernels::SamplingParams& sp) -> Expected<int32_t> {
+    FULGUR_TRY(step(tokens, logits));
+    if (logits.numel() < cfg.vocab_size) return Status(Errc::internal, "generate: a step returned no logits");
+    const float* last = logits.data<float>() + (logits.numel() - cfg.vocab_size);  // the last token's row
+    int32_t token = -1;
+    if (auto ks = kernels::sample_cpu(last, cfg.vocab_size, sp, workspace.data(), &token); !ks.ok()) {
+      return Status(Errc::invalid_argument, ks.error);
+    }
+    return token;
+  };
+  return generate_tokens(max_len, prompt, opt, next, on_token);
 }
 
 Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,

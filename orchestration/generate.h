@@ -45,8 +45,15 @@ Expected<GenerateResult> generate(const Model& model, const std::vector<int32_t>
 // The pieces, for any device. The tokens one sequence needs room for (prompt + max_tokens, capped by
 // the context); an empty or too long prompt is an error.
 Expected<int64_t> generation_length(const ModelConfig& cfg, size_t prompt_len, const GenerateOptions& opt);
-// The sampling loop of generate over `step`, which appends tokens to one sequence of capacity max_len and
-// returns logits whose last row is the last token's (the CPU sampler draws from it).
+// Appends `tokens` to one sequence and returns the next token, drawn with `sampling` (step set per draw).
+using NextTokenStep =
+    std::function<Expected<int32_t>(const std::vector<int32_t>& tokens, const kernels::SamplingParams& sampling)>;
+// The loop of generate over `next` on one sequence of capacity max_len: prefill, then one token at a time
+// until a stop token, max_tokens or max_len. prefill_seconds includes the first draw.
+Expected<GenerateResult> generate_tokens(int64_t max_len, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                         const NextTokenStep& next, const std::function<void(int32_t)>& on_token = {});
+// generate_tokens over `step`, which returns logits whose last row is the last token's: the CPU sampler
+// draws from it.
 Expected<GenerateResult> generate_with(const ModelConfig& cfg, int64_t max_len, const std::vector<int32_t>& prompt,
                                        const GenerateOptions& opt, const SequenceStep& step,
                                        const std::function<void(int32_t)>& on_token = {});

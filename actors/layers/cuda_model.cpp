@@ -857,25 +857,38 @@ Expected<CudaSingleSequence> CudaSingleSequence::create(CudaModel& model, int64_
   return CudaSingleSequence(model, max_tokens, page_size);
 }
 
-Status CudaSingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits,
-                                std::vector<Tensor>* layer_outputs) {
-  const int64_t n = static_cast<int64_t>(tokens.size());
+Status CudaSingleSequence::advance(size_t count, const std::function<Status(const BatchLayout&)>& forward) {
+  const int64_t n = static_cast<int64_t>(count);
   if (n == 0) return Status(Errc::invalid_argument, "step: no tokens");
   if (length_ + n > max_tokens_) {
     return Status(Errc::invalid_argument, "sequence of " + std::to_string(length_ + n) +
                                               " tokens exceeds its capacity of " + std::to_string(max_tokens_));
   }
-  const BatchLayout b = single_sequence_layout(length_, n, (max_tokens_ + page_size_ - 1) / page_size_);
-  const std::vector<int64_t> rows = step_logits_rows(n, all_logits);
   if (broken_) {
     return Status(Errc::invalid_argument, "this sequence's state is undefined after a failed step: start a new one");
   }
-  if (Status st = model_->forward(tokens, b, rows, logits, layer_outputs); !st.is_ok()) {
+  const BatchLayout b = single_sequence_layout(length_, n, (max_tokens_ + page_size_ - 1) / page_size_);
+  if (Status st = forward(b); !st.is_ok()) {
     broken_ = st.code() != Errc::invalid_argument;  // refused before any work (bad input) vs failed midway
     return st;
   }
   length_ += n;
   return Status::ok();
+}
+
+Status CudaSingleSequence::step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits,
+                                std::vector<Tensor>* layer_outputs) {
+  const std::vector<int64_t> rows = step_logits_rows(static_cast<int64_t>(tokens.size()), all_logits);
+  return advance(tokens.size(), [&](const BatchLayout& b) { return model_->forward(tokens, b, rows, logits, layer_outputs); });
+}
+
+Expected<int32_t> CudaSingleSequence::step_sample(const std::vector<int32_t>& tokens,
+                                                  const kernels::SamplingParams& sampling) {
+  std::vector<int32_t> next;
+  FULGUR_TRY(advance(tokens.size(), [&](const BatchLayout& b) {
+    return model_->forward_sample(tokens, b, {static_cast<int64_t>(tokens.size()) - 1}, {sampling}, next);
+  }));
+  return next.at(0);
 }
 
 Expected<Tensor> forward_all_logits_cuda(CudaModel& model, const std::vector<int32_t>& tokens,

@@ -19,6 +19,7 @@
 // Not thread-safe: one caller at a time (it owns one stream).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -104,11 +105,15 @@ class CudaSingleSequence {
   static Expected<CudaSingleSequence> create(CudaModel& model, int64_t max_tokens, int64_t page_size = 16);
   Status step(const std::vector<int32_t>& tokens, bool all_logits, Tensor& logits,
               std::vector<Tensor>* layer_outputs = nullptr);
+  // The same step, drawing the next token after the last of `tokens` on the device (forward_sample).
+  Expected<int32_t> step_sample(const std::vector<int32_t>& tokens, const kernels::SamplingParams& sampling);
   int64_t length() const { return length_; }
 
  private:
   CudaSingleSequence(CudaModel& model, int64_t max_tokens, int64_t page_size)
       : model_(&model), max_tokens_(max_tokens), page_size_(page_size) {}
+  // Checks, then runs `forward` (one model call over this step's layout) and advances on success.
+  Status advance(size_t n, const std::function<Status(const BatchLayout&)>& forward);
   CudaModel* model_;
   int64_t max_tokens_;
   int64_t page_size_;

@@ -24,8 +24,8 @@ struct GenerateArgs {
   uint64_t seed = 0;
 };
 
-// generate on the chosen device: the CPU model, or the CUDA model (its last-token logits come back to the
-// host and the same CPU sampler draws from them, so seeds mean the same on both).
+// generate on the chosen device: the CPU model, or the CUDA model, which draws on the device the token the
+// CPU sampler would (kernels/sampling_math.h), so seeds mean the same on both.
 Expected<GenerateResult> generate_on(Device device, const ComputeOptions& compute, const Model& model,
                                      const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                      const std::function<void(int32_t)>& on_token) {
@@ -37,8 +37,10 @@ Expected<GenerateResult> generate_on(Device device, const ComputeOptions& comput
   FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda_model, CudaModel::create(model, device.index, options));
   FULGUR_ASSIGN_OR_RETURN(const int64_t max_len, generation_length(model.config(), prompt.size(), opt));
   FULGUR_ASSIGN_OR_RETURN(CudaSingleSequence seq, CudaSingleSequence::create(*cuda_model, max_len));
-  return generate_with(model.config(), max_len, prompt, opt,
-                       [&](const std::vector<int32_t>& t, Tensor& l) { return seq.step(t, false, l); }, on_token);
+  return generate_tokens(
+      max_len, prompt, opt,
+      [&](const std::vector<int32_t>& t, const kernels::SamplingParams& sp) { return seq.step_sample(t, sp); },
+      on_token);
 #else
   return Status(Errc::unsupported, "this build has no CUDA backend");
 #endif

@@ -125,8 +125,8 @@ TEST_F(Cli, ForwardOnCudaMatchesCpu) {
     std::printf("[cli] forward --device cuda (bf16)%s: rel L2 vs cpu %.3e\n", mode.c_str(), err16);
     EXPECT_LT(err16, 5e-2) << mode;
   }
-  // generate: the same CPU sampler draws from the GPU's last-token logits, so a seeded f32 run on the GPU
-  // writes the CPU's text (a 4e-7 logit difference moves a draw only on a CDF boundary), and bf16 runs.
+  // generate: the GPU draws with the CPU sampler's integer weights (kernels/sampling_math.h), so a seeded f32
+  // run on the GPU writes the CPU's text (a 4e-7 logit difference moves a draw only on a boundary), and bf16 runs.
   const std::string gen = "generate --model " + model_ + " --prompt 'Hello, world!' --max-tokens 12 --temperature 0.9 --seed 5";
   auto gen_cpu = run(gen), gen_gpu = run(gen + " --device cuda --dtype f32"), gen_bf16 = run(gen + " --device cuda");
   ASSERT_EQ(gen_cpu.code, 0) << gen_cpu.output;
