@@ -83,4 +83,23 @@ void StatePools::reset_slot(int64_t slot) {
   }
 }
 
+BatchLayout uniform_batch_layout(int64_t num_seqs, int64_t past, int64_t len, int64_t pages_per_seq, int64_t page_size) {
+  BatchLayout b;
+  b.num_tokens = num_seqs * len;
+  b.max_blocks_per_seq = pages_per_seq;
+  b.cu_seqlens.push_back(0);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    b.cu_seqlens.push_back(static_cast<int32_t>((s + 1) * len));
+    b.state_slots.push_back(static_cast<int32_t>(s));
+    b.context_lens.push_back(static_cast<int32_t>(past + len));
+    for (int64_t i = 0; i < pages_per_seq; ++i) b.block_tables.push_back(static_cast<int32_t>(s * pages_per_seq + i));
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t pos = past + i;
+      b.positions.push_back(static_cast<int32_t>(pos));
+      b.kv_slot_mapping.push_back((s * pages_per_seq + pos / page_size) * page_size + pos % page_size);
+    }
+  }
+  return b;
+}
+
 }  // namespace fulgur

@@ -31,6 +31,11 @@ struct BatchLayout {
   Status validate(int64_t num_slots, int64_t num_blocks, int64_t page_size) const;
 };
 
+// num_seqs sequences of `len` new tokens after `past` cached ones each, sequence s in state slot s and
+// owning KV pages [s * pages_per_seq, (s + 1) * pages_per_seq) of page_size tokens (benchmarks, tests,
+// single sequences).
+BatchLayout uniform_batch_layout(int64_t num_seqs, int64_t past, int64_t len, int64_t pages_per_seq, int64_t page_size);
+
 // State of every layer for up to num_slots sequences.
 struct StatePools {
   int64_t num_slots = 0;

@@ -122,18 +122,7 @@ SingleSequence::SingleSequence(const Model& model, int64_t max_tokens, int64_t p
       pools_(StatePools::create(model.config(), 1, (max_tokens + page_size - 1) / page_size, page_size)) {}
 
 BatchLayout single_sequence_layout(int64_t length, int64_t n, int64_t num_blocks) {
-  BatchLayout b;
-  b.num_tokens = n;
-  b.cu_seqlens = {0, static_cast<int32_t>(n)};
-  b.state_slots = {0};
-  b.context_lens = {static_cast<int32_t>(length + n)};
-  b.max_blocks_per_seq = num_blocks;
-  for (int64_t i = 0; i < num_blocks; ++i) b.block_tables.push_back(static_cast<int32_t>(i));
-  for (int64_t i = 0; i < n; ++i) {
-    b.positions.push_back(static_cast<int32_t>(length + i));
-    b.kv_slot_mapping.push_back(length + i);  // identity page table
-  }
-  return b;
+  return uniform_batch_layout(1, length, n, num_blocks, 1);  // page size 1: the identity page table
 }
 
 std::vector<int64_t> step_logits_rows(int64_t n, bool all_logits) {

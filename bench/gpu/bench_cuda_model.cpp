@@ -21,22 +21,11 @@
 #include <vector>
 
 #include "actors/layers/cuda_model.h"
+#include "minimax_config.h"
 
 using namespace fulgur;
 
 namespace {
-
-std::string config_json(const std::string& layers) {
-  return R"({"model_type": "minimax_text_01", "hidden_size": 6144, "num_hidden_layers": )" +
-         std::to_string((layers.size() + 1) / 2) + R"(,
-    "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 128, "rotary_dim": 64,
-    "rope_theta": 10000000.0, "vocab_size": 200064, "num_local_experts": 32, "num_experts_per_tok": 2,
-    "intermediate_size": 9216, "attn_type_list": [)" + layers + R"(], "postnorm": true, "rms_norm_eps": 1e-5,
-    "layernorm_full_attention_alpha": 3.5565588200778455, "layernorm_full_attention_beta": 1.0,
-    "layernorm_linear_attention_alpha": 3.5565588200778455, "layernorm_linear_attention_beta": 1.0,
-    "layernorm_mlp_alpha": 3.5565588200778455, "layernorm_mlp_beta": 1.0, "max_position_embeddings": 1048576,
-    "block_size": 256, "tie_word_embeddings": false, "shared_intermediate_size": 0})";
-}
 
 template <class F>
 double median_ms(F&& f, int reps) {
@@ -58,26 +47,6 @@ void check(const Status& st, const char* what) {
   }
 }
 
-// B sequences of `len` new tokens after `past` cached ones each; sequence b owns pages [b*pps, (b+1)*pps).
-BatchLayout batch_layout(int64_t B, int64_t past, int64_t len, int64_t pps, int64_t page) {
-  BatchLayout bl;
-  bl.num_tokens = B * len;
-  bl.max_blocks_per_seq = pps;
-  bl.cu_seqlens.push_back(0);
-  for (int64_t b = 0; b < B; ++b) {
-    bl.cu_seqlens.push_back(static_cast<int32_t>((b + 1) * len));
-    bl.state_slots.push_back(static_cast<int32_t>(b));
-    bl.context_lens.push_back(static_cast<int32_t>(past + len));
-    for (int64_t i = 0; i < pps; ++i) bl.block_tables.push_back(static_cast<int32_t>(b * pps + i));
-    for (int64_t i = 0; i < len; ++i) {
-      const int64_t pos = past + i;
-      bl.positions.push_back(static_cast<int32_t>(pos));
-      bl.kv_slot_mapping.push_back((b * pps + pos / page) * page + pos % page);
-    }
-  }
-  return bl;
-}
-
 // Prefill and decode runs of one model (bf16 or int8 experts); its JSON member.
 std::string run_model(const ModelConfig& cfg, const std::string& layers, bool int8, bool quick) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -97,7 +66,7 @@ std::string run_model(const ModelConfig& cfg, const std::string& layers, bool in
     check((*model)->allocate_state(1, pps, page), "allocate_state");
     std::vector<int32_t> tokens(T);
     for (int64_t i = 0; i < T; ++i) tokens[i] = static_cast<int32_t>((i * 7919) % V);
-    const BatchLayout bl = batch_layout(1, 0, T, pps, page);
+    const BatchLayout bl = uniform_batch_layout(1, 0, T, pps, page);
     std::vector<int32_t> first;
     const double ms = median_ms([&] {
       check((*model)->reset_slot(0), "reset_slot");
@@ -120,14 +89,14 @@ std::string run_model(const ModelConfig& cfg, const std::string& layers, bool in
     std::vector<int32_t> prompt(B * C);
     for (int64_t i = 0; i < B * C; ++i) prompt[i] = static_cast<int32_t>((i * 104729) % V);
     Tensor logits;
-    check((*model)->forward(prompt, batch_layout(B, 0, C, pps, page), {}, logits), "decode prefill");
+    check((*model)->forward(prompt, uniform_batch_layout(B, 0, C, pps, page), {}, logits), "decode prefill");
     int64_t past = C;
     std::vector<int64_t> rows(B);
     for (int64_t b = 0; b < B; ++b) rows[b] = b;
     std::vector<int32_t> next(B, 17);
     const double ms = median_ms([&] {
       std::vector<int32_t> chosen;
-      check((*model)->forward_greedy(next, batch_layout(B, past, 1, pps, page), rows, chosen), "decode step");
+      check((*model)->forward_greedy(next, uniform_batch_layout(B, past, 1, pps, page), rows, chosen), "decode step");
       next = chosen;
       ++past;
     }, steps);
@@ -153,7 +122,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
   }
-  auto cfg = parse_model_config(config_json(layers), "bench config");
+  auto cfg = parse_model_config(minimax_config_json(layers), "bench config");
   if (!cfg) return check(cfg.error(), "config"), 1;
   std::string json = "{\n  \"layers\": \"" + layers + "\"";
   for (const bool int8 : {false, true}) {
