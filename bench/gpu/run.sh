@@ -21,16 +21,29 @@
 # (`ninja -C build-gpu3 -j1 test_cuda bench_softmax_attention`, binaries and libs into .cache/gpu-softmax), then
 #   ONLY=softmax BIN=.cache/gpu-softmax TEST_FILTER='CudaSoftmaxAttention*' bash bench/gpu/run.sh
 # ONLY=softmax runs that section alone.
+#
+# Sampling (bench_kernels' sample lines beside bench/gpu/torch_sampling.py): ONLY=sampling BIN=<folder with bench_kernels>
+# Serving on one GPU (bench_cuda_serve: the CUDA engine vs its bare model step): ONLY=serve BIN=<folder> LAYERS=...
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 BIN=${BIN:-.cache/gpu-lightning}
 QUICK=${QUICK:-}
-ONLY=${ONLY:-}          # '', expert, lightning, softmax or model
+ONLY=${ONLY:-}          # '', expert, lightning, softmax, model, sampling or serve
 TEST_FILTER=${TEST_FILTER:-*}
 export LD_LIBRARY_PATH=$BIN/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}  # cuBLAS for test_cuda_devices
 
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv 2>&1 | tee "$OUT/gpu.txt"
+
+if [ "$ONLY" = sampling ]; then
+  "$BIN/bench_kernels" 2>&1 | grep -i sample | tee "$OUT/sampling.txt"
+  PYTHONUNBUFFERED=1 python3 bench/gpu/torch_sampling.py 2>&1 | tee "$OUT/torch_sampling.txt"
+  exit 0
+fi
+if [ "$ONLY" = serve ]; then
+  "$BIN/bench_cuda_serve" --layers "${LAYERS:-0,0,0,0,0,0,0,1}" --json "$OUT/serve.json" 2>&1 | tee "$OUT/serve.txt"
+  exit 0
+fi
 
 # The model forward at MiniMax-Text-01 shapes (bench_cuda_model, prebuilt: it needs the whole library) beside
 # transformers' MiniMaxForCausalLM with the same config: ONLY=model BIN=<folder with bench_cuda_model> LAYERS=0,0,0,1

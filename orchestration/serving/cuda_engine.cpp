@@ -20,19 +20,30 @@ class CudaEngine final : public Engine {
  public:
   static Expected<std::unique_ptr<Engine>> create(std::shared_ptr<const Model> model, const EngineOptions& options,
                                                   const CudaEngineOptions& cuda_options) {
-    FULGUR_ASSIGN_OR_RETURN(EngineOptions opt, resolve_engine_options(model->config(), options));
-    if (cuda_options.scheduler_threads < 1) {
-      return Status(Errc::invalid_argument, "engine options: scheduler_threads must be >= 1");
-    }
+    FULGUR_TRY(check_options(cuda_options));
     FULGUR_ASSIGN_OR_RETURN(CudaComputeDtype dtype, parse_cuda_compute_dtype(cuda_options.dtype));
     CudaModelOptions mo;
     mo.dtype = dtype;
     mo.int8_experts = cuda_options.int8_experts;
     FULGUR_ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda_model, CudaModel::create(*model, cuda_options.device, mo));
-    FULGUR_TRY(cuda_model->allocate_state(opt.state_slots, opt.kv_blocks, opt.page_size));
-    std::unique_ptr<CudaEngine> e(new CudaEngine(model->config(), opt, cuda_options, cuda_model->weight_bytes()));
-    e->start(std::shared_ptr<CudaModel>(std::move(cuda_model)));
+    return create(std::shared_ptr<CudaModel>(std::move(cuda_model)), options, cuda_options);
+  }
+
+  static Expected<std::unique_ptr<Engine>> create(std::shared_ptr<CudaModel> model, const EngineOptions& options,
+                                                  CudaEngineOptions cuda_options) {
+    FULGUR_TRY(check_options(cuda_options));
+    FULGUR_ASSIGN_OR_RETURN(EngineOptions opt, resolve_engine_options(model->config(), options));
+    FULGUR_TRY(model->allocate_state(opt.state_slots, opt.kv_blocks, opt.page_size));
+    cuda_options.device = model->device();  // the topology reports what the model is, not what was asked
+    cuda_options.dtype = model->dtype() == CudaComputeDtype::f32 ? "f32" : "bf16";
+    std::unique_ptr<CudaEngine> e(new CudaEngine(model->config(), opt, cuda_options, model->weight_bytes()));
+    e->start(std::move(model));
     return std::unique_ptr<Engine>(std::move(e));
+  }
+
+  static Status check_options(const CudaEngineOptions& o) {
+    if (o.scheduler_threads < 1) return Status(Errc::invalid_argument, "engine options: scheduler_threads must be >= 1");
+    return Status::ok();
   }
 
   ~CudaEngine() override {
@@ -126,6 +137,12 @@ Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<const Model> 
   return CudaEngine::create(std::move(model), options, cuda_options);
 }
 
+Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<CudaModel> model, const EngineOptions& options,
+                                                   const CudaEngineOptions& cuda_options) {
+  if (!model) return Status(Errc::invalid_argument, "make_cuda_engine: no model");
+  return CudaEngine::create(std::move(model), options, cuda_options);
+}
+
 }  // namespace fulgur
 
 #else  // no CUDA backend in this build
@@ -133,6 +150,11 @@ Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<const Model> 
 namespace fulgur {
 
 Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<const Model>, const EngineOptions&,
+                                                   const CudaEngineOptions&) {
+  return Status(Errc::unsupported, "this build has no CUDA backend (configure with nvcc on the PATH)");
+}
+
+Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<CudaModel>, const EngineOptions&,
                                                    const CudaEngineOptions&) {
   return Status(Errc::unsupported, "this build has no CUDA backend (configure with nvcc on the PATH)");
 }

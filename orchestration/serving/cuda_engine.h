@@ -28,4 +28,11 @@ struct CudaEngineOptions {
 Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<const Model> model, const EngineOptions& options,
                                                    const CudaEngineOptions& cuda_options);
 
+class CudaModel;
+// The same over a model already on the device (cuda_options' device, dtype and int8_experts are the
+// model's own then): it allocates its state there, replacing any earlier state; the model may serve
+// another engine once this one is gone.
+Expected<std::unique_ptr<Engine>> make_cuda_engine(std::shared_ptr<CudaModel> model, const EngineOptions& options,
+                                                   const CudaEngineOptions& cuda_options);
+
 }  // namespace fulgur
