@@ -259,15 +259,22 @@ __device__ __forceinline__ uint32_t s8x2_to_bf16x2(uint32_t word, int shift) {
 
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.f + expf(-g)) * u; }
 
+// Weight type W: int8_t (per-row scales after the sum) or __nv_bfloat16 (no scales: the bf16 experts with
+// their sizes read on the device, expert_ffn_bf16_device). A bf16 thread loads 32 bytes per weight row and
+// chunk instead of 16; the fragments take the bf16 pairs as they are.
 // kGated: w = w13 [E, 2 * half_rows, K]; the block covers rows r0..r0+16 of w1 (tile 0) and of w3
 // (tile 1) and writes act [rows, half_rows]. Otherwise w = w2 [E, R, K]; rows r0..r0+32, writes y [rows, R].
 // kU chunks per warp and iteration (with one iteration prefetched): 2 x kU x 2 KiB of weights in flight
-// per warp; kU = 2 for the small token tiles, where registers are plentiful and bandwidth is the limit.
-template <int kNT, bool kGated, int kU = (kNT <= 2 ? 2 : 1)>
+// per warp (int8; twice that for bf16); kU = 2 for the small int8 token tiles, where registers are plentiful
+// and bandwidth is the limit.
+template <class W, int kNT, bool kGated,
+          int kU = (sizeof(W) == 1 && kNT <= 2 ? 2 : 1)>
 __global__ void __launch_bounds__(kI8Threads)
     expert_int8_kernel(const __nv_bfloat16* __restrict__ x, const int32_t* __restrict__ offsets,
-                       const int8_t* __restrict__ w, const float* __restrict__ scale, __nv_bfloat16* __restrict__ out,
+                       const W* __restrict__ w, const float* __restrict__ scale, __nv_bfloat16* __restrict__ out,
                        int K, int R, int half_rows) {
+  constexpr bool kBf16 = sizeof(W) == 2;
+  constexpr int kLoads = kBf16 ? 4 : 2;  // 16-byte loads per tile and chunk: rows g, g + 8 (x2 for bf16)
   constexpr int kTok = kNT * 8;
   __shared__ float red[kI8Warps][2][kTok][16];
   const int e = blockIdx.y;
@@ -277,8 +284,7 @@ __global__ void __launch_bounds__(kI8Threads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
   const int r0 = kGated ? blockIdx.x * 16 : blockIdx.x * 32;
   const int64_t expert_row0 = int64_t(e) * R;
-  const int8_t* w_tile[2] = {w + (expert_row0 + r0) * K,
-                             w + (expert_row0 + r0 + (kGated ? half_rows : 16)) * K};
+  const W* w_tile[2] = {w + (expert_row0 + r0) * K, w + (expert_row0 + r0 + (kGated ? half_rows : 16)) * K};
   const int num_chunks = K / kI8Chunk;
   const int out_ld = kGated ? half_rows : R;
 
@@ -294,16 +300,23 @@ __global__ void __launch_bounds__(kI8Threads)
       const int tok = min(tile + j * 8 + g, n_rows - 1);  // past the end: a valid row, result not stored
       x_row[j] = x + int64_t(row_begin + tok) * K + q * 16;
     }
-    int4 cur[kU][2][2], nxt[kU][2][2];
-    auto load_w = [&](int4 (&dst)[kU][2][2], int chunk) {
+    int4 cur[kU][2][kLoads], nxt[kU][2][kLoads];
+    auto load_w = [&](int4 (&dst)[kU][2][kLoads], int chunk) {
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
         if (chunk + u * kI8Warps >= num_chunks) break;
         const int64_t k0 = int64_t(chunk + u * kI8Warps) * kI8Chunk + q * 16;
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
-          dst[u][t][0] = __ldcs(reinterpret_cast<const int4*>(w_tile[t] + int64_t(g) * K + k0));
-          dst[u][t][1] = __ldcs(reinterpret_cast<const int4*>(w_tile[t] + int64_t(g + 8) * K + k0));
+          const int4* row_g = reinterpret_cast<const int4*>(w_tile[t] + int64_t(g) * K + k0);
+          const int4* row_g8 = reinterpret_cast<const int4*>(w_tile[t] + int64_t(g + 8) * K + k0);
+          if constexpr (kBf16) {
+            dst[u][t][0] = __ldcs(row_g), dst[u][t][1] = __ldcs(row_g + 1);
+            dst[u][t][2] = __ldcs(row_g8), dst[u][t][3] = __ldcs(row_g8 + 1);
+          } else {
+            dst[u][t][0] = __ldcs(row_g);
+            dst[u][t][1] = __ldcs(row_g8);
+          }
         }
       }
     };
@@ -317,15 +330,31 @@ __global__ void __launch_bounds__(kI8Threads)
         uint32_t a[2][4][4];  // [tile][step][fragment register]
 #pragma unroll
         for (int t = 0; t < 2; ++t) {
-          const int4 lo = cur[u][t][0], hi = cur[u][t][1];
-          const uint32_t lo_rows[4] = {uint32_t(lo.x), uint32_t(lo.y), uint32_t(lo.z), uint32_t(lo.w)};
-          const uint32_t hi_rows[4] = {uint32_t(hi.x), uint32_t(hi.y), uint32_t(hi.z), uint32_t(hi.w)};
+          if constexpr (kBf16) {
+            // Word m of a row's 16 values holds k offsets 2m, 2m + 1: step s takes words 2s | 2s + 1.
+            const int4 g0 = cur[u][t][0], g1 = cur[u][t][1], h0 = cur[u][t][2], h1 = cur[u][t][3];
+            const uint32_t row_g[8] = {uint32_t(g0.x), uint32_t(g0.y), uint32_t(g0.z), uint32_t(g0.w),
+                                       uint32_t(g1.x), uint32_t(g1.y), uint32_t(g1.z), uint32_t(g1.w)};
+            const uint32_t row_g8[8] = {uint32_t(h0.x), uint32_t(h0.y), uint32_t(h0.z), uint32_t(h0.w),
+                                        uint32_t(h1.x), uint32_t(h1.y), uint32_t(h1.z), uint32_t(h1.w)};
 #pragma unroll
-          for (int s = 0; s < 4; ++s) {
-            a[t][s][0] = s8x2_to_bf16x2(lo_rows[s], 0);
-            a[t][s][1] = s8x2_to_bf16x2(hi_rows[s], 0);
-            a[t][s][2] = s8x2_to_bf16x2(lo_rows[s], 16);
-            a[t][s][3] = s8x2_to_bf16x2(hi_rows[s], 16);
+            for (int s = 0; s < 4; ++s) {
+              a[t][s][0] = row_g[2 * s];
+              a[t][s][1] = row_g8[2 * s];
+              a[t][s][2] = row_g[2 * s + 1];
+              a[t][s][3] = row_g8[2 * s + 1];
+            }
+          } else {
+            const int4 lo = cur[u][t][0], hi = cur[u][t][1];
+            const uint32_t lo_rows[4] = {uint32_t(lo.x), uint32_t(lo.y), uint32_t(lo.z), uint32_t(lo.w)};
+            const uint32_t hi_rows[4] = {uint32_t(hi.x), uint32_t(hi.y), uint32_t(hi.z), uint32_t(hi.w)};
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {
+              a[t][s][0] = s8x2_to_bf16x2(lo_rows[s], 0);
+              a[t][s][1] = s8x2_to_bf16x2(hi_rows[s], 0);
+              a[t][s][2] = s8x2_to_bf16x2(lo_rows[s], 16);
+              a[t][s][3] = s8x2_to_bf16x2(hi_rows[s], 16);
+            }
           }
         }
         const int64_t kc = int64_t(c) * kI8Chunk;
@@ -344,7 +373,9 @@ __global__ void __launch_bounds__(kI8Threads)
 #pragma unroll
       for (int u = 0; u < kU; ++u)
 #pragma unroll
-        for (int t = 0; t < 2; ++t) cur[u][t][0] = nxt[u][t][0], cur[u][t][1] = nxt[u][t][1];
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int i = 0; i < kLoads; ++i) cur[u][t][i] = nxt[u][t][i];
     }
     // Split-K sum over the warps: red[warp][tile][token][row]
 #pragma unroll
@@ -365,8 +396,9 @@ __global__ void __launch_bounds__(kI8Threads)
         float gate = 0.f, up = 0.f;
 #pragma unroll
         for (int v = 0; v < kI8Warps; ++v) gate += red[v][0][tok][i], up += red[v][1][tok][i];
-        gate = __bfloat162float(__float2bfloat16_rn(gate * scale[expert_row0 + r0 + i]));
-        up = __bfloat162float(__float2bfloat16_rn(up * scale[expert_row0 + half_rows + r0 + i]));
+        if constexpr (!kBf16) gate *= scale[expert_row0 + r0 + i], up *= scale[expert_row0 + half_rows + r0 + i];
+        gate = __bfloat162float(__float2bfloat16_rn(gate));
+        up = __bfloat162float(__float2bfloat16_rn(up));
         out[int64_t(row_begin + tile + tok) * out_ld + r0 + i] = __float2bfloat16_rn(silu_mul(gate, up));
       }
     } else {
@@ -376,24 +408,37 @@ __global__ void __launch_bounds__(kI8Threads)
         float sum = 0.f;
 #pragma unroll
         for (int v = 0; v < kI8Warps; ++v) sum += red[v][rr / 16][tok][rr % 16];
-        out[int64_t(row_begin + tile + tok) * out_ld + r0 + rr] = __float2bfloat16_rn(sum * scale[expert_row0 + r0 + rr]);
+        if constexpr (!kBf16) sum *= scale[expert_row0 + r0 + rr];
+        out[int64_t(row_begin + tile + tok) * out_ld + r0 + rr] = __float2bfloat16_rn(sum);
       }
     }
     __syncthreads();
   }
 }
 
-template <int kNT>
-static KernelStatus launch_int8(const ExpertFfnInt8Params& p, __nv_bfloat16* act, Stream stream) {
-  const int E = static_cast<int>(p.num_experts), H = static_cast<int>(p.hidden), I = static_cast<int>(p.inter);
-  const auto* x = reinterpret_cast<const __nv_bfloat16*>(p.x);
-  expert_int8_kernel<kNT, true><<<dim3(I / 16, E), kI8Threads, 0, stream>>>(x, p.expert_offsets, p.w13, p.w13_scale,
-                                                                             act, H, 2 * I, I);
+// The two launches of the device-sizes path for weights W (int8 with scales, or bf16 with none).
+template <class W, int kNT>
+static KernelStatus launch_device_sizes(const uint16_t* x_bits, const int32_t* offsets, const W* w13, const float* s13,
+                                        const W* w2, const float* s2, uint16_t* y_bits, int E, int H, int I,
+                                        __nv_bfloat16* act, Stream stream) {
+  const auto* x = reinterpret_cast<const __nv_bfloat16*>(x_bits);
+  expert_int8_kernel<W, kNT, true><<<dim3(I / 16, E), kI8Threads, 0, stream>>>(x, offsets, w13, s13, act, H, 2 * I, I);
   FULGUR_CUDA_CHECK(cudaGetLastError());
-  expert_int8_kernel<kNT, false><<<dim3(H / 32, E), kI8Threads, 0, stream>>>(
-      act, p.expert_offsets, p.w2, p.w2_scale, reinterpret_cast<__nv_bfloat16*>(p.y), I, H, 0);
+  expert_int8_kernel<W, kNT, false><<<dim3(H / 32, E), kI8Threads, 0, stream>>>(
+      act, offsets, w2, s2, reinterpret_cast<__nv_bfloat16*>(y_bits), I, H, 0);
   FULGUR_CUDA_CHECK(cudaGetLastError());
   return kernel_ok();
+}
+
+// Token tile from the host bound on any expert's rows (tuning; any tile is correct).
+template <class W>
+static KernelStatus dispatch_device_sizes(int64_t bound, const uint16_t* x, const int32_t* offsets, const W* w13,
+                                          const float* s13, const W* w2, const float* s2, uint16_t* y, int E, int H,
+                                          int I, __nv_bfloat16* act, Stream stream) {
+  if (bound <= 8) return launch_device_sizes<W, 1>(x, offsets, w13, s13, w2, s2, y, E, H, I, act, stream);
+  if (bound <= 16) return launch_device_sizes<W, 2>(x, offsets, w13, s13, w2, s2, y, E, H, I, act, stream);
+  if (bound <= 32) return launch_device_sizes<W, 4>(x, offsets, w13, s13, w2, s2, y, E, H, I, act, stream);
+  return launch_device_sizes<W, 8>(x, offsets, w13, s13, w2, s2, y, E, H, I, act, stream);
 }
 
 size_t expert_ffn_int8_workspace_bytes(int64_t max_rows, int64_t inter) {
@@ -420,10 +465,45 @@ KernelStatus expert_ffn_int8(const ExpertFfnInt8Params& p, Stream stream) {
   }
   auto* act = static_cast<__nv_bfloat16*>(p.workspace);
   const int64_t bound = p.max_rows_per_expert > 0 ? std::min(p.max_rows_per_expert, p.max_rows) : p.max_rows;
-  if (bound <= 8) return launch_int8<1>(p, act, stream);
-  if (bound <= 16) return launch_int8<2>(p, act, stream);
-  if (bound <= 32) return launch_int8<4>(p, act, stream);
-  return launch_int8<8>(p, act, stream);
+  return dispatch_device_sizes<int8_t>(bound, p.x, p.expert_offsets, p.w13, p.w13_scale, p.w2, p.w2_scale, p.y,
+                                       static_cast<int>(p.num_experts), static_cast<int>(p.hidden),
+                                       static_cast<int>(p.inter), act, stream);
+}
+
+KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream stream) {
+  if (p.num_experts < 1 || p.num_experts > kExpertFfnMaxExperts) {
+    return kernel_error("expert_ffn_bf16_device: num_experts out of [1, 256]");
+  }
+  if (p.hidden < 64 || p.hidden % 64 != 0 || p.hidden > (1 << 24)) {
+    return kernel_error("expert_ffn_bf16_device: hidden must be a positive multiple of 64");
+  }
+  if (p.inter < 64 || p.inter % 64 != 0 || p.inter > (1 << 24)) {
+    return kernel_error("expert_ffn_bf16_device: inter must be a positive multiple of 64");
+  }
+  if (p.max_rows < 0 || p.max_rows > INT32_MAX || p.max_rows_per_expert < 0) {
+    return kernel_error("expert_ffn_bf16_device: max_rows out of range");
+  }
+  if (p.max_rows == 0) return kernel_ok();
+  if (p.x == nullptr || p.expert_offsets == nullptr || p.w13 == nullptr || p.w2 == nullptr || p.y == nullptr) {
+    return kernel_error("expert_ffn_bf16_device: null pointer");
+  }
+  for (const void* ptr : {static_cast<const void*>(p.x), static_cast<const void*>(p.w13), static_cast<const void*>(p.w2),
+                          static_cast<const void*>(p.y)}) {
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) {
+      return kernel_error("expert_ffn_bf16_device: x, w13, w2 and y must be 16-byte aligned");
+    }
+  }
+  if (p.workspace == nullptr || p.workspace_bytes < expert_ffn_int8_workspace_bytes(p.max_rows, p.inter) ||
+      reinterpret_cast<uintptr_t>(p.workspace) % 16 != 0) {
+    return kernel_error("expert_ffn_bf16_device: workspace missing, too small or not 16-byte aligned");
+  }
+  auto* act = static_cast<__nv_bfloat16*>(p.workspace);
+  const int64_t bound = p.max_rows_per_expert > 0 ? std::min(p.max_rows_per_expert, p.max_rows) : p.max_rows;
+  const auto* w13 = reinterpret_cast<const __nv_bfloat16*>(p.w13);
+  const auto* w2 = reinterpret_cast<const __nv_bfloat16*>(p.w2);
+  return dispatch_device_sizes<__nv_bfloat16>(bound, p.x, p.expert_offsets, w13, nullptr, w2, nullptr, p.y,
+                                              static_cast<int>(p.num_experts), static_cast<int>(p.hidden),
+                                              static_cast<int>(p.inter), act, stream);
 }
 
 // ---- row-wise quantiser: one block per row ----------------------------------------------------------

@@ -113,6 +113,26 @@ struct ExpertFfnInt8Params {
 size_t expert_ffn_int8_workspace_bytes(int64_t max_rows, int64_t inter);
 KernelStatus expert_ffn_int8(const ExpertFfnInt8Params& p, Stream stream);
 
+// bf16 experts with their sizes read on the device: the int8 path's two kernels loading bf16 weights (no
+// scales), for decode sizes without the host round trip cuBLAS needs (expert_ffn_bf16). The same
+// roundings as expert_ffn_bf16 (gate and up to bf16, the activation, the output); the same supported
+// matrix and workspace as expert_ffn_int8 (expert_ffn_int8_workspace_bytes).
+struct ExpertFfnBf16DeviceParams {
+  const uint16_t* x = nullptr;              // [rows, hidden] bf16 bits, grouped by expert
+  const int32_t* expert_offsets = nullptr;  // DEVICE [num_experts + 1]
+  const uint16_t* w13 = nullptr;            // [num_experts, 2 * inter, hidden] bf16 (gate rows, then up rows)
+  const uint16_t* w2 = nullptr;             // [num_experts, hidden, inter] bf16
+  uint16_t* y = nullptr;                    // [rows, hidden] bf16 bits
+  int64_t max_rows = 0;                     // as ExpertFfnInt8Params
+  int64_t max_rows_per_expert = 0;
+  int64_t num_experts = 0;
+  int64_t hidden = 0;
+  int64_t inter = 0;
+  void* workspace = nullptr;  // expert_ffn_int8_workspace_bytes(max_rows, inter) bytes
+  size_t workspace_bytes = 0;
+};
+KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream stream);
+
 // Row-wise int8 quantiser (bit-exact with quantize_rows_int8_cpu on the bf16 values):
 // scale[r] = max_c |w[r, c]| / 127 (1 for an all-zero row), q = round-half-away(w / scale) in [-127, 127].
 struct QuantizeRowsInt8Params {

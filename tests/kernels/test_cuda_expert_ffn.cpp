@@ -1,8 +1,8 @@
 // GPU expert FFN (kernels/cuda/expert_ffn.h) against the CPU reference expert_ffn_cpu (kernels/expert_ffn.h,
 // the SwiGLU of MoeBlock::expert_forward) on fresh random inputs: experts with 0, 1, 255, 256, 257 rows,
 // odd hidden sizes (16, 257), a 6144 hidden with a small intermediate, skewed routing (one expert holds
-// most rows). bf16 weights in both GEMM modes; int8 weight-only experts against the reference on the
-// dequantised weights. Skips (with the reason) where no CUDA device exists.
+// most rows). bf16 weights in both GEMM modes and through the device-sizes kernels; int8 weight-only
+// experts against the reference on the dequantised weights. Skips (with the reason) where no CUDA device exists.
 //
 // Tolerances. The reference sums in double and rounds to bf16 exactly where the GPU stores bf16 (gate
 // and up after the first GEMM, the activation, the output), so what is left is the fp32-vs-double
@@ -325,6 +325,69 @@ TEST(CudaExpertFfn, Int8MatchesReferenceOnDequantisedWeights) {
   for (const Int8Case& c : cases) run_int8_case(c, worst, worst_f32);
   std::printf("expert_ffn_int8: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst, kRelL2Tol,
               worst_f32, kF32SemanticsTol);
+}
+
+// ---- bf16 with device sizes -------------------------------------------------------------------------
+
+// The int8 kernels loading bf16 weights: against the same reference as the cuBLAS bf16 path.
+void run_bf16_device_case(const Int8Case& ic, double& worst, double& worst_f32) {
+  const FfnCase& c = ic.ffn;
+  SCOPED_TRACE(c.name + " hidden=" + std::to_string(c.hidden) + " inter=" + std::to_string(c.inter));
+  const int64_t E = static_cast<int64_t>(c.counts.size()), H = c.hidden, I = c.inter;
+  const std::vector<int32_t> off = offsets_of(c.counts);
+  const int64_t rows = off[E];
+  const uint64_t seed = rows * 41 + H * 13 + I + E * 991;
+  const std::vector<uint16_t> x = test::to_bf16(test::random_floats(std::max<int64_t>(rows, 1) * H, seed));
+  const Weights w = random_weights(E, H, I, seed + 1);
+  std::vector<float> y_ref, y_f32;
+  reference(test::from_bf16(x), test::from_bf16(w.w13), test::from_bf16(w.w2), off, H, I, y_ref, y_f32);
+  auto dx = test::to_device(x);
+  auto doff = test::to_device(off);
+  auto dw13 = test::to_device(w.w13);
+  auto dw2 = test::to_device(w.w2);
+  test::DeviceBuffer dy(std::max<int64_t>(rows, 1) * H * 2);
+  const size_t ws_bytes = cuda::expert_ffn_int8_workspace_bytes(rows, I);
+  test::DeviceBuffer dws(ws_bytes);
+  for (int64_t hint : ic.hints) {
+    SCOPED_TRACE("max_rows_per_expert=" + std::to_string(hint));
+    test::upload(dy, std::vector<uint16_t>(std::max<int64_t>(rows, 1) * H, 0x7fc1));
+    test::upload(dws, std::vector<uint16_t>(std::max<size_t>(ws_bytes / 2, 1), 0x7fc1));
+    cuda::ExpertFfnBf16DeviceParams p;
+    p.x = dx->as<uint16_t>(), p.expert_offsets = doff->as<int32_t>(), p.w13 = dw13->as<uint16_t>();
+    p.w2 = dw2->as<uint16_t>(), p.y = dy.as<uint16_t>();
+    p.max_rows = rows, p.max_rows_per_expert = hint, p.num_experts = E, p.hidden = H, p.inter = I;
+    p.workspace = dws.ptr, p.workspace_bytes = ws_bytes;
+    const KernelStatus s = cuda::expert_ffn_bf16_device(p, nullptr);
+    ASSERT_TRUE(s.ok()) << s.error;
+    ASSERT_TRUE(cuda::synchronize().ok());
+    if (rows == 0) continue;
+    std::vector<uint16_t> y(rows * H);
+    test::download(y, dy);
+    const Compare cmp = compare(y, y_ref, y_f32, H);
+    std::printf("expert_ffn_bf16_device %-14s hint=%-3lld H=%-5lld I=%-4lld rows=%-5lld rel L2 %.3g (f32 semantics %.3g)\n",
+                c.name.c_str(), (long long)hint, (long long)H, (long long)I, (long long)rows, cmp.rel_l2, cmp.rel_l2_f32);
+    worst = std::max(worst, cmp.rel_l2), worst_f32 = std::max(worst_f32, cmp.rel_l2_f32);
+  }
+}
+
+TEST(CudaExpertFfn, Bf16DeviceSizesMatchCpuReference) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  const std::vector<Int8Case> cases = {
+      {{128, 64, {0, 1, 255, 256, 257}, "counts"}, {0, 1, 16, 64}},
+      {{6144, 128, {64, 3}, "wide-hidden"}, {0, 16}},
+      {{192, 128, skewed_counts(32, 5, 600, 9, 11), "skewed-32"}, {0, 8}},
+      {{256, 192, {0, 1, 0, 0, 1, 0, 0, 0}, "decode-top2"}, {1}},
+      {{64, 64, {0, 0}, "all-empty"}, {0}},
+  };
+  double worst = 0, worst_f32 = 0;
+  for (const Int8Case& c : cases) run_bf16_device_case(c, worst, worst_f32);
+  std::printf("expert_ffn_bf16_device: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst,
+              kRelL2Tol, worst_f32, kF32SemanticsTol);
+  cuda::ExpertFfnBf16DeviceParams bad;
+  bad.num_experts = 2, bad.hidden = 96, bad.inter = 64, bad.max_rows = 1;  // hidden not a multiple of 64
+  const KernelStatus s = cuda::expert_ffn_bf16_device(bad, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("hidden"), std::string::npos) << s.error;
 }
 
 TEST(CudaExpertFfn, RejectsBadShapesByName) {
