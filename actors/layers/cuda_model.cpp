@@ -105,6 +105,7 @@ struct CudaModel::Impl {
   cuda::BlasHandles blas;
   cuda::PinnedBuffer host_offsets;  // [E + 1] int32: expert row counts for cuBLAS's host-side sizes
   int expert_streams = 0;  // CudaModelOptions::expert_streams
+  int64_t bf16_device_sizes_max_rows = 0;  // CudaModelOptions::bf16_device_sizes_max_rows
   // Side streams of the expert FFN (kernels/cuda/expert_ffn.h), each with its cuBLAS handle and event.
   std::vector<cuda::CudaStream> side_streams;
   std::vector<cuda::BlasHandles> side_blas;
@@ -436,22 +437,34 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
                              where + " permute rows"));
   }
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory y, buffer(T * K * hid * es()));
-  if (int8 && T * K <= kInt8MaxAverageRows * E) {
-    // Decode sizes: the int8 kernel, sizes from the device offsets: no host round trip. A token whose router logits are not finite
-    // owns no row here (its MoE output is 0), but its hidden state is already non-finite, so its
-    // logits are too: forward_greedy reports them, forward returns them.
-    kc::ExpertFfnInt8Params q;
-    q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();
-    q.w13 = w.q13.as<int8_t>(), q.w13_scale = w.s13.as<float>(), q.w2 = w.q2.as<int8_t>(), q.w2_scale = w.s2.as<float>();
+  // Decode sizes: kernels that read the expert sizes on the device, no host round trip per layer. A token whose
+  // router logits are not finite owns no row here (its MoE output is 0), but its hidden state is already
+  // non-finite, so its logits are too: forward_greedy reports them, forward returns them.
+  const bool int8_kernel = int8 && T * K <= kInt8MaxAverageRows * E;
+  const bool bf16_kernel = !f32 && !int8 && hid % 64 == 0 && I % 64 == 0 && T * K <= bf16_device_sizes_max_rows * E;
+  if (int8_kernel || bf16_kernel) {
     // The token-tile bound: twice the average rows per expert (>= 8, <= T: a token's top-k experts are
     // distinct). An expert above it is still right, in several tiles; a bound of T (64 at B = 64) picks
-    // the 64-token tile, measured 1.3x slower than bf16 at 4 rows per expert.
+    // the 64-token tile, measured 1.3x slower than bf16 at 4 rows per expert (int8).
     const int64_t bound = std::min<int64_t>(T, std::max<int64_t>(8, 2 * ((T * K + E - 1) / E)));
-    q.y = y.as<uint16_t>(), q.max_rows = T * K, q.max_rows_per_expert = bound;
-    q.num_experts = E, q.hidden = hid, q.inter = I;
     FULGUR_ASSIGN_OR_RETURN(DeviceMemory qws, buffer(std::max<size_t>(kc::expert_ffn_int8_workspace_bytes(T * K, I), 256)));
-    q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
-    FULGUR_TRY(kernel_status(kc::expert_ffn_int8(q, s()), where + " experts (int8)"));
+    if (int8_kernel) {
+      kc::ExpertFfnInt8Params q;
+      q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();
+      q.w13 = w.q13.as<int8_t>(), q.w13_scale = w.s13.as<float>(), q.w2 = w.q2.as<int8_t>(), q.w2_scale = w.s2.as<float>();
+      q.y = y.as<uint16_t>(), q.max_rows = T * K, q.max_rows_per_expert = bound;
+      q.num_experts = E, q.hidden = hid, q.inter = I;
+      q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
+      FULGUR_TRY(kernel_status(kc::expert_ffn_int8(q, s()), where + " experts (int8)"));
+    } else {
+      kc::ExpertFfnBf16DeviceParams q;
+      q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();
+      q.w13 = w.w13.as<uint16_t>(), q.w2 = w.w2.as<uint16_t>();
+      q.y = y.as<uint16_t>(), q.max_rows = T * K, q.max_rows_per_expert = bound;
+      q.num_experts = E, q.hidden = hid, q.inter = I;
+      q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
+      FULGUR_TRY(kernel_status(kc::expert_ffn_bf16_device(q, s()), where + " experts (bf16, device sizes)"));
+    }
     kernels::MoeUnpermuteParams u;
     u.expert_out = y.as<uint16_t>(), u.inverse = inverse.as<int32_t>(), u.topk_idx = topk_idx.as<int32_t>();
     u.topk_weight = topk_weight.as<float>(), u.out = static_cast<uint16_t*>(out);
@@ -579,6 +592,10 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
     return Status(Errc::invalid_argument, "expert_streams must be in [0, 8]");
   }
   impl->expert_streams = opt.expert_streams;
+  if (opt.bf16_device_sizes_max_rows < 0) {
+    return Status(Errc::invalid_argument, "bf16_device_sizes_max_rows must be >= 0");
+  }
+  impl->bf16_device_sizes_max_rows = opt.bf16_device_sizes_max_rows;
   const int sides = impl->f32 ? 0 : (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;  // f32: one stream
   FULGUR_ASSIGN_OR_RETURN(impl->fork, cuda::CudaEvent::create());
   for (int i = 0; i < sides; ++i) {

@@ -42,6 +42,14 @@ struct CudaModelOptions {
   // kernels/cuda/expert_ffn.h): half the expert bytes, 1.4-1.6x faster expert FFN at decode sizes, no
   // host round trip for the expert sizes. Needs hidden_size and intermediate_size multiples of 64.
   bool int8_experts = false;
+  // bf16 experts (bf16 mode): up to this many rows per expert on average a step runs them through
+  // expert_ffn_bf16_device, which reads the expert sizes on the device, instead of cuBLAS, which needs them
+  // on the host (a stream sync per layer). 0 = cuBLAS always. Only where hidden_size and intermediate_size
+  // are multiples of 64 (else cuBLAS). Tuning only: both give the same math to bf16 rounding noise.
+  // Measured on one H200, 8 MiniMax layers, decode at context 1024 (bench/gpu/NOTES.md): B = 1 / 8 / 32
+  // (<= 2 rows per expert) 3.62 / 8.27 / 15.45 ms a step vs cuBLAS 3.92 / 11.02 / 16.05; B = 64 (4 rows)
+  // 21.09 vs 19.32: hence 2.
+  int64_t bf16_device_sizes_max_rows = 2;
 };
 Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name);  // "bf16" | "f32"
 

@@ -9,10 +9,10 @@
 // repeats after one warm-up. Compare with bench/gpu/torch_cuda_model.py (transformers' MiniMaxForCausalLM, same
 // config and machine) run beside it by bench/gpu/run.sh (ONLY=model).
 //
-// With --experts bf16,int8 (default) the same runs repeat with int8 weight-only experts (one model at a
-// time on the device).
+// --experts names the variants run one after another (one model at a time on the device): bf16 (decode-size
+// experts through the device-sizes kernels), bf16-cublas (cuBLAS at every size), int8 (weight-only experts).
 //
-//   bench_cuda_model [--layers 0,0,0,1] [--experts bf16,int8] [--quick] [--json FILE]
+//   bench_cuda_model [--layers 0,0,0,1] [--experts bf16,bf16-cublas,int8] [--quick] [--decode-only] [--json FILE]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -48,19 +48,26 @@ void check(const Status& st, const char* what) {
 }
 
 // Prefill and decode runs of one model (bf16 or int8 experts); its JSON member.
-std::string run_model(const ModelConfig& cfg, const std::string& layers, bool int8, bool quick) {
+// variant: "bf16" (decode experts through the device-sizes kernels, the default), "bf16-cublas" (cuBLAS at
+// every size, a host round trip per layer), "int8".
+std::string run_model(const ModelConfig& cfg, const std::string& layers, const std::string& variant, bool quick,
+                      bool decode_only) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = CudaModel::create_random(cfg, 0, {.int8_experts = int8}, 1234);
+  CudaModelOptions opt;
+  opt.int8_experts = variant == "int8";
+  if (variant == "bf16-cublas") opt.bf16_device_sizes_max_rows = 0;
+  auto model = CudaModel::create_random(cfg, 0, opt, 1234);
   if (!model) check(model.error(), "create_random");
   std::printf("\nmodel: layers [%s], %s experts, %.1f GB of weights on the device, made in %.1f s\n", layers.c_str(),
-              int8 ? "int8" : "bf16", (*model)->weight_bytes() / 1e9,
+              variant.c_str(), (*model)->weight_bytes() / 1e9,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   const int64_t L = cfg.num_hidden_layers, V = cfg.vocab_size, page = 64;
-  std::string json = "  \"" + std::string(int8 ? "int8" : "bf16") + "\": {\n  \"weight_GB\": " +
+  std::string json = "  \"" + variant + "\": {\n  \"weight_GB\": " +
                      std::to_string((*model)->weight_bytes() / 1e9) + ",\n  \"prefill\": [\n";
 
   std::printf("\n%-8s %10s %12s %14s\n", "prefill", "ms", "tokens/s", "ms per layer");
-  const std::vector<int64_t> Ts = quick ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{1024, 4096, 16384};
+  std::vector<int64_t> Ts = quick ? std::vector<int64_t>{1024, 4096} : std::vector<int64_t>{1024, 4096, 16384};
+  if (decode_only) Ts.clear();
   for (size_t k = 0; k < Ts.size(); ++k) {
     const int64_t T = Ts[k], pps = (T + page - 1) / page;
     check((*model)->allocate_state(1, pps, page), "allocate_state");
@@ -113,20 +120,28 @@ std::string run_model(const ModelConfig& cfg, const std::string& layers, bool in
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string layers = "0,0,0,1", experts = "bf16,int8";
-  bool quick = false;
+  std::string layers = "0,0,0,1", experts = "bf16,bf16-cublas,int8";
+  bool quick = false, decode_only = false;
   const char* json_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = argv[++i];
     else if (!std::strcmp(argv[i], "--experts") && i + 1 < argc) experts = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--decode-only")) decode_only = true;
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
   }
   auto cfg = parse_model_config(minimax_config_json(layers), "bench config");
   if (!cfg) return check(cfg.error(), "config"), 1;
   std::string json = "{\n  \"layers\": \"" + layers + "\"";
-  for (const bool int8 : {false, true}) {
-    if (experts.find(int8 ? "int8" : "bf16") != std::string::npos) json += ",\n" + run_model(*cfg, layers, int8, quick);
+  std::string rest = experts + ",";
+  for (size_t at = rest.find(','); at != std::string::npos; rest = rest.substr(at + 1), at = rest.find(',')) {
+    const std::string variant = rest.substr(0, at);
+    if (variant.empty()) continue;
+    if (variant != "bf16" && variant != "bf16-cublas" && variant != "int8") {
+      std::fprintf(stderr, "--experts: unknown variant '%s' (bf16, bf16-cublas, int8)\n", variant.c_str());
+      return 1;
+    }
+    json += ",\n" + run_model(*cfg, layers, variant, quick, decode_only);
   }
   json += "\n}\n";
 

@@ -391,6 +391,39 @@ TEST(CudaModel, Int8ExpertsTrackBf16Experts) {
   EXPECT_NE(bad.error().message().find("multiples of 64"), std::string::npos) << bad.error().to_string();
 }
 
+// bf16 experts through the device-sizes kernels (decode and small chunks) against cuBLAS on the same random
+// model: the same math in another summation order, so the logits agree to bf16 rounding noise.
+TEST(CudaModel, Bf16DeviceSizeExpertsTrackCublasExperts) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  auto cfg = parse_model_config(R"({"model_type": "minimax_text_01", "hidden_size": 256, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "rotary_dim": 32, "rope_theta": 10000.0,
+      "vocab_size": 512, "num_local_experts": 8, "num_experts_per_tok": 2, "intermediate_size": 128,
+      "attn_type_list": [0, 1, 0], "postnorm": true, "rms_norm_eps": 1e-5,
+      "layernorm_full_attention_alpha": 2.45, "layernorm_full_attention_beta": 1.0,
+      "layernorm_linear_attention_alpha": 2.45, "layernorm_linear_attention_beta": 1.0,
+      "layernorm_mlp_alpha": 2.45, "layernorm_mlp_beta": 1.0, "max_position_embeddings": 4096,
+      "block_size": 64, "tie_word_embeddings": false, "shared_intermediate_size": 0})");
+  ASSERT_TRUE(cfg.has_value()) << cfg.error().to_string();
+  auto cublas = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 0}, 7);
+  auto device = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 16}, 7);
+  ASSERT_TRUE(cublas.has_value()) << cublas.error().to_string();
+  ASSERT_TRUE(device.has_value()) << device.error().to_string();
+  std::vector<int32_t> tokens(200);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 131 + 7) % 512);
+  // chunks of 33 tokens: 66 rows over 8 experts (device kernel); decode: 2 rows (device kernel).
+  for (const ForwardOptions& m : {ForwardOptions{.chunk_size = 33}, ForwardOptions{.decode_from = 150}}) {
+    auto a = forward_all_logits_cuda(**cublas, tokens, m);
+    auto b = forward_all_logits_cuda(**device, tokens, m);
+    ASSERT_TRUE(a.has_value() && b.has_value()) << (b ? "" : b.error().to_string());
+    const double err = test::rel_l2(values(*b), values(*a));
+    std::printf("[cuda model] bf16 experts, device sizes vs cuBLAS (chunk %lld, decode_from %lld): logits rel_l2 %.3e\n",
+                static_cast<long long>(m.chunk_size), static_cast<long long>(m.decode_from), err);
+    EXPECT_LT(err, 1e-2);
+    EXPECT_GT(err, 0.0);  // another summation order: the device-sizes path really ran
+  }
+  EXPECT_FALSE(CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = -1}, 7).has_value());
+}
+
 TEST(CudaModel, BadInputIsAnErrorNamingIt) {
   FULGUR_SKIP_WITHOUT_GPU();
   FixtureData f = load_fixture("single_token");
