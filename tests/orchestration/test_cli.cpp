@@ -166,6 +166,9 @@ TEST_F(Cli, BadInputExitsNonZeroWithAMessage) {
       {"forward --model " + model_ + " --tokens 1 --device cuda:99" + out, "cuda:99"},
       {"forward --model " + model_ + " --tokens 1 --int8-experts" + out, "--int8-experts needs --device cuda"},
       {"generate --model " + model_ + " --prompt hi --top-p 0", "top-p"},
+      {"serve --model " + model_ + " --listen 127.0.0.1:0 --device cuda:99", "cuda:99"},
+      {"serve --model " + model_ + " --listen 127.0.0.1:0 --int8-experts", "--int8-experts needs --device cuda"},
+      {"serve --model " + model_ + " --listen 127.0.0.1:0 --dtype f16", "--dtype 'f16'"},
       {"init-model --out " + (dir_ / "m2").string() + " --seed 1 --config /nonexistent.json", "/nonexistent.json"},
       {"frobnicate", "frobnicate"},
   };
