@@ -30,6 +30,14 @@ namespace fulgur {
 namespace kc = kernels::cuda;
 using cuda::DeviceMemory;
 
+// A typed view of part of a device buffer (the packed step metadata).
+struct DeviceView {
+  char* p;
+  template <class T>
+  T* as() const { return reinterpret_cast<T*>(p); }
+  void* data() const { return p; }
+};
+
 // int8-stored experts run the int8 kernel up to this many rows per expert on average, and are widened to
 // bf16 for the GEMM path above it. Measured on one H200 at MiniMax size: the kernel is 1.44x bf16 at 16
 // rows per expert and 0.60x at 64 (+1.9 ms a layer), while widening a layer costs more than that (16 GB of
@@ -104,6 +112,8 @@ struct CudaModel::Impl {
   std::unique_ptr<cuda::CachingAllocator> alloc;
   cuda::BlasHandles blas;
   cuda::PinnedBuffer host_offsets;  // [E + 1] int32: expert row counts for cuBLAS's host-side sizes
+  cuda::PinnedBuffer step_staging;  // a step's metadata on its way to the device (upload_packed)
+  cuda::CudaEvent staging_free;     // recorded after the copy out of step_staging
   int expert_streams = 0;  // CudaModelOptions::expert_streams
   int64_t bf16_device_sizes_max_rows = 0;  // CudaModelOptions::bf16_device_sizes_max_rows
   // Side streams of the expert FFN (kernels/cuda/expert_ffn.h), each with its cuBLAS handle and event.
@@ -148,10 +158,27 @@ struct CudaModel::Impl {
   Expected<DeviceMemory> upload_weight(const Tensor& t) {
     return upload_weight(t.data<float>(), static_cast<size_t>(t.numel()));
   }
-  template <class T>
-  Expected<DeviceMemory> upload_step(const std::vector<T>& v) {  // per-step metadata: not weights
-    FULGUR_ASSIGN_OR_RETURN(DeviceMemory d, buffer(std::max<size_t>(v.size() * sizeof(T), 4)));
-    FULGUR_TRY(cuda::copy_async(d.data(), v.data(), v.size() * sizeof(T), s()));
+  // A step's metadata arrays in one device buffer, each at a 256-byte aligned offset (*offsets), through one
+  // copy out of pinned memory: a copy from pageable memory stages through the driver and holds the host,
+  // once per array (nine a step).
+  Expected<DeviceMemory> upload_packed(const std::vector<std::pair<const void*, size_t>>& parts,
+                                       std::vector<size_t>* offsets) {
+    size_t total = 0;
+    offsets->clear();
+    for (const auto& part : parts) {
+      offsets->push_back(total);
+      total += (std::max<size_t>(part.second, 4) + 255) / 256 * 256;
+    }
+    FULGUR_TRY(staging_free.synchronize());  // a failed step may have left its copy in flight
+    if (step_staging.bytes() < total) {
+      FULGUR_ASSIGN_OR_RETURN(step_staging, cuda::PinnedBuffer::create(std::max(total, 2 * step_staging.bytes())));
+    }
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].second > 0) std::memcpy(step_staging.as<char>() + (*offsets)[i], parts[i].first, parts[i].second);
+    }
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory d, buffer(total));
+    FULGUR_TRY(cuda::copy_async(d.data(), step_staging.data(), total, s()));
+    FULGUR_TRY(staging_free.record(s()));
     return d;
   }
 
@@ -176,11 +203,11 @@ struct CudaModel::Impl {
   Status random_weights(uint64_t seed);
   Status quantize_layer(CudaLayerWeights& w);  // bf16 w13 / w2 -> int8 + scales, the bf16 copies released
   // The sub-blocks: h [T, hidden] in the compute dtype -> out [T, hidden] in the compute dtype.
-  Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
-                   const DeviceMemory& cu_seqlens, void* out);
-  Status softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& positions,
-                 const DeviceMemory& slot_mapping, const DeviceMemory& block_tables, const DeviceMemory& cu_seqlens,
-                 const DeviceMemory& context_lens, void* out);
+  Status lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceView& slots,
+                   const DeviceView& cu_seqlens, void* out);
+  Status softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceView& positions,
+                 const DeviceView& slot_mapping, const DeviceView& block_tables, const DeviceView& cu_seqlens,
+                 const DeviceView& context_lens, void* out);
   Status moe(int64_t l, const void* h2, int64_t T, void* out);
 };
 
@@ -298,8 +325,8 @@ Status CudaModel::Impl::random_weights(uint64_t seed) {
   return stream.synchronize();
 }
 
-Status CudaModel::Impl::lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& slots,
-                                  const DeviceMemory& cu_seqlens, void* out) {
+Status CudaModel::Impl::lightning(int64_t l, const void* h, const BatchLayout& b, const DeviceView& slots,
+                                  const DeviceView& cu_seqlens, void* out) {
   const CudaLayerWeights& w = layers[l];
   const int64_t T = b.num_tokens, H = cfg.num_attention_heads, D = cfg.head_dim, hid = cfg.hidden_size;
   const std::string where = "layer " + std::to_string(l) + " lightning attention";
@@ -353,9 +380,9 @@ Status CudaModel::Impl::lightning(int64_t l, const void* h, const BatchLayout& b
   return linear(gated.data(), T, H * D, w.out_proj.data(), hid, out, act_type(), where + " out_proj");
 }
 
-Status CudaModel::Impl::softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceMemory& positions,
-                                const DeviceMemory& slot_mapping, const DeviceMemory& block_tables,
-                                const DeviceMemory& cu_seqlens, const DeviceMemory& context_lens, void* out) {
+Status CudaModel::Impl::softmax(int64_t l, const void* h, const BatchLayout& b, const DeviceView& positions,
+                                const DeviceView& slot_mapping, const DeviceView& block_tables,
+                                const DeviceView& cu_seqlens, const DeviceView& context_lens, void* out) {
   const CudaLayerWeights& w = layers[l];
   const int64_t T = b.num_tokens, H = cfg.num_attention_heads, KV = cfg.num_key_value_heads, hid = cfg.hidden_size;
   const std::string where = "layer " + std::to_string(l) + " softmax attention";
@@ -588,6 +615,7 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
   impl->alloc = std::make_unique<cuda::CachingAllocator>(device);
   FULGUR_ASSIGN_OR_RETURN(impl->blas, cuda::BlasHandles::create(*impl->alloc, impl->s()));
   FULGUR_ASSIGN_OR_RETURN(impl->host_offsets, cuda::PinnedBuffer::create((cfg.num_local_experts + 1) * 4));
+  FULGUR_ASSIGN_OR_RETURN(impl->staging_free, cuda::CudaEvent::create());
   if (opt.expert_streams < 0 || opt.expert_streams > kc::kExpertFfnMaxSideStreams + 1) {
     return Status(Errc::invalid_argument, "expert_streams must be in [0, 8]");
   }
@@ -708,21 +736,21 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   if (greedy != nullptr) greedy->assign(static_cast<size_t>(R), -1);
   if (T == 0) return Status::ok();
 
-  // Step metadata to the device (stream-ordered; the host vectors outlive the synchronising copies below).
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory ids, m.upload_step(tokens));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory positions, m.upload_step(batch.positions));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory slot_mapping, m.upload_step(batch.kv_slot_mapping));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory block_tables, m.upload_step(batch.block_tables));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory cu_seqlens, m.upload_step(batch.cu_seqlens));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory context_lens, m.upload_step(batch.context_lens));
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory slots, m.upload_step(batch.state_slots));
+  // Step metadata to the device, one packed copy (stream-ordered).
   std::vector<int32_t> rows32(logits_rows.begin(), logits_rows.end());
-  FULGUR_ASSIGN_OR_RETURN(DeviceMemory rows_dev, m.upload_step(rows32));
-  std::optional<DeviceMemory> sampling_dev;
-  if (draws) {
-    FULGUR_ASSIGN_OR_RETURN(DeviceMemory sp, m.upload_step(*sampling));
-    sampling_dev = std::move(sp);
-  }
+  auto bytes_of = [](const auto& v) { return std::make_pair(static_cast<const void*>(v.data()), v.size() * sizeof(v[0])); };
+  std::vector<std::pair<const void*, size_t>> parts = {
+      bytes_of(tokens),           bytes_of(batch.positions),    bytes_of(batch.kv_slot_mapping),
+      bytes_of(batch.block_tables), bytes_of(batch.cu_seqlens), bytes_of(batch.context_lens),
+      bytes_of(batch.state_slots), bytes_of(rows32)};
+  if (draws) parts.push_back(bytes_of(*sampling));
+  std::vector<size_t> at;
+  FULGUR_ASSIGN_OR_RETURN(DeviceMemory meta, m.upload_packed(parts, &at));
+  const DeviceView ids{meta.as<char>() + at[0]}, positions{meta.as<char>() + at[1]}, slot_mapping{meta.as<char>() + at[2]};
+  const DeviceView block_tables{meta.as<char>() + at[3]}, cu_seqlens{meta.as<char>() + at[4]};
+  const DeviceView context_lens{meta.as<char>() + at[5]}, slots{meta.as<char>() + at[6]}, rows_dev{meta.as<char>() + at[7]};
+  std::optional<DeviceView> sampling_dev;
+  if (draws) sampling_dev = DeviceView{meta.as<char>() + at[8]};
 
   const size_t act_bytes = static_cast<size_t>(T * hid) * m.es();
   FULGUR_ASSIGN_OR_RETURN(DeviceMemory x, m.buffer(act_bytes));   // embedding, then each sub-block's output
