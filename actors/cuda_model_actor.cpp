@@ -1,5 +1,6 @@
 #include "actors/cuda_model_actor.h"
 
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -69,9 +70,13 @@ embed_actor::behavior_type cuda_model_fn(embed_actor::stateful_pointer<CudaModel
   s.workspace.resize(kernels::sample_workspace_bytes(s.model->config().vocab_size));
   return {
       [self](embed_atom, StepDescriptor& step, std::vector<int32_t>& tokens) -> caf::result<StepResult> {
-        auto r = cuda_step(self->state, step, tokens);
-        if (!r) return to_caf_error(r.error());
-        return std::move(r).value();
+        try {  // nothing throws across the actor boundary: a host allocation failing fails this step only
+          auto r = cuda_step(self->state, step, tokens);
+          if (!r) return to_caf_error(r.error());
+          return std::move(r).value();
+        } catch (const std::exception& e) {
+          return to_caf_error(Status(Errc::internal, std::string("cuda model: step failed: ") + e.what()));
+        }
       },
   };
 }

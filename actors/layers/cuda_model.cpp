@@ -24,12 +24,14 @@
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/softmax_attention.h"
 #include "kernels/half.h"
+#include "kernels/sampling_math.h"
 
 namespace fulgur {
 
 namespace kc = kernels::cuda;
 using cuda::DeviceMemory;
 
+namespace {
 // A typed view of part of a device buffer (the packed step metadata).
 struct DeviceView {
   char* p;
@@ -37,6 +39,7 @@ struct DeviceView {
   T* as() const { return reinterpret_cast<T*>(p); }
   void* data() const { return p; }
 };
+}  // namespace
 
 // int8-stored experts run the int8 kernel up to this many rows per expert on average, and are widened to
 // bf16 for the GEMM path above it. Measured on one H200 at MiniMax size: the kernel is 1.44x bf16 at 16
@@ -720,6 +723,10 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   }
   bool draws = false;  // some row samples with a temperature (else greedy, the faster kernel)
   if (sampling != nullptr) {
+    if (V > kernels::sampling::kMaxVocab) {
+      return Status(Errc::unsupported, "forward_sample: a vocabulary of " + std::to_string(V) +
+                                           " is above the samplers' 2^26 (kernels/sampling_math.h)");
+    }
     if (sampling->size() != logits_rows.size()) {
       return Status(Errc::invalid_argument, "forward: one set of sampling parameters per logits row is needed");
     }
@@ -837,8 +844,11 @@ static Status run_step(CudaModel::Impl& m, const std::vector<int32_t>& tokens, c
   std::optional<DeviceMemory> ids_out, gws;
   if (greedy != nullptr) {
     FULGUR_ASSIGN_OR_RETURN(DeviceMemory a, m.buffer(static_cast<size_t>(R) * 4));
-    FULGUR_ASSIGN_OR_RETURN(DeviceMemory b, m.buffer(std::max<size_t>(kc::sample_greedy_workspace_bytes(chunk, V), 256)));
-    ids_out = std::move(a), gws = std::move(b);
+    ids_out = std::move(a);
+    if (!draws) {
+      FULGUR_ASSIGN_OR_RETURN(DeviceMemory b, m.buffer(std::max<size_t>(kc::sample_greedy_workspace_bytes(chunk, V), 256)));
+      gws = std::move(b);
+    }
   }
   for (int64_t r0 = 0; r0 < R; r0 += chunk) {
     const int64_t n = std::min(chunk, R - r0);

@@ -146,7 +146,7 @@ constexpr int kMaxBuckets = 1 << kFirstDigitBits;
 
 // Bucket weights are summed with 32-bit shared atomics (one 64-bit atomicAdd instead made the weighted passes
 // 2.5x slower on the H200): mass = mass_hi * 2^32 + mass_lo, the carries out of mass_lo added to mass_hi.
-// mass_hi stays below 2^32: at most 2^26 tokens, each adding at most 2^5 + 1.
+// mass_hi stays below 2^32: at most 2^26 tokens, each adding at most 2^4 + 1 (a weight is <= 2^36).
 struct SampleShared {
   unsigned int count[kMaxBuckets];
   unsigned int mass_lo[kMaxBuckets];

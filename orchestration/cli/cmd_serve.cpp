@@ -26,7 +26,7 @@ namespace {
 struct ServeArgs {
   std::string model_dir, listen = "127.0.0.1:8000", placement, served_model_name, device = "cpu";
   ComputeOptions compute;
-  int64_t max_running = 64, max_queued = 256;
+  int64_t max_running = 64, max_queued = 256, max_context = 0, kv_blocks = 0;
   int io_threads = 2;
 };
 
@@ -98,6 +98,8 @@ int run_serve(const ServeArgs& a) {
   eopt.max_running = a.max_running;
   eopt.max_queued = a.max_queued;
   eopt.state_slots = a.max_running;
+  eopt.max_context = a.max_context;
+  eopt.kv_blocks = a.kv_blocks;
   Expected<std::unique_ptr<Engine>> engine = Status(Errc::internal, "no engine");
   if (device->kind == DeviceKind::cpu) {
     auto actors = make_actor_engine(std::shared_ptr<const Model>(std::move(loaded->model)), eopt, actor_options);
@@ -146,6 +148,12 @@ Run add_serve(CLI::App& app) {
                  "Model id in the API (default: the model directory's name)");
   app.add_option("--max-running", a->max_running, "Sequences in one running batch")->check(CLI::PositiveNumber);
   app.add_option("--max-queued", a->max_queued, "Requests waiting for room; beyond this the API answers 429")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-context", a->max_context,
+                 "Longest prompt + completion accepted (default: the model's max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-blocks", a->kv_blocks,
+                 "Softmax KV-cache pages of 16 tokens (default: --max-running full contexts); sequences wait for pages")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--io-threads", a->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
   return [a] { return run_serve(*a); };

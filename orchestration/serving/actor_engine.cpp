@@ -406,10 +406,7 @@ Status check_completion_request(const CompletionRequest& r, const ModelConfig& c
                  std::to_string(cfg.vocab_size) + ")");
     }
   }
-  const auto& s = r.sampling;
-  if (!std::isfinite(s.temperature) || s.temperature < 0) return bad("temperature must be finite and >= 0");
-  if (!std::isfinite(s.top_p) || s.top_p <= 0 || s.top_p > 1) return bad("top_p must be in (0, 1]");
-  if (s.top_k < 0) return bad("top_k must be >= 0");
+  if (auto ks = kernels::check_sampling_params(r.sampling); !ks.ok()) return bad(ks.error);
   const int64_t max_len = std::min<int64_t>(static_cast<int64_t>(r.prompt.size()) + r.max_tokens, opt.max_context);
   const int64_t pages = (max_len + opt.page_size - 1) / opt.page_size;
   if (pages > opt.kv_blocks) {

@@ -33,7 +33,13 @@ class CudaEngine final : public Engine {
                                                   CudaEngineOptions cuda_options) {
     FULGUR_TRY(check_options(cuda_options));
     FULGUR_ASSIGN_OR_RETURN(EngineOptions opt, resolve_engine_options(model->config(), options));
-    FULGUR_TRY(model->allocate_state(opt.state_slots, opt.kv_blocks, opt.page_size));
+    if (Status st = model->allocate_state(opt.state_slots, opt.kv_blocks, opt.page_size); !st.is_ok()) {
+      return Status(st.code(), "allocating the serving state on the GPU (" + std::to_string(opt.state_slots) +
+                                   " state slots, " + std::to_string(opt.kv_blocks) + " KV pages of " +
+                                   std::to_string(opt.page_size) + " tokens for a context of " +
+                                   std::to_string(opt.max_context) +
+                                   "): " + st.message() + " (lower --max-running, --max-context or --kv-blocks)");
+    }
     cuda_options.device = model->device();  // the topology reports what the model is, not what was asked
     cuda_options.dtype = model->dtype() == CudaComputeDtype::f32 ? "f32" : "bf16";
     std::unique_ptr<CudaEngine> e(new CudaEngine(model->config(), opt, cuda_options, model->weight_bytes()));

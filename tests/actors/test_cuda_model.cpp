@@ -18,6 +18,7 @@
 #include "fixture_util.h"
 #include "kernels/cuda_test_util.h"
 #include "kernels/half.h"
+#include "kernels/sampling.h"
 #include "orchestration/checkpoint/safetensors.h"
 #include "orchestration/generate.h"
 #include "test_util.h"
@@ -349,6 +350,46 @@ TEST(CudaModel, GreedyTokensAreTheArgmaxOfTheLogits) {
     const float* l = logits.data<float>() + r * V;
     EXPECT_EQ(next[r], std::max_element(l, l + V) - l) << "row " << rows[r];
   }
+}
+
+// forward_sample draws, per asked row and with that row's parameters, the token sample_cpu draws from the
+// logits forward returns for the same step.
+TEST(CudaModel, SampledTokensAreTheCpuSamplersDrawFromTheLogits) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  FixtureData f = load_fixture("partial_rope_gqa4");
+  ASSERT_TRUE(f.loaded.model);
+  auto model = CudaModel::create(*f.loaded.model, 0);
+  ASSERT_TRUE(model.has_value()) << model.error().to_string();
+  const int64_t T = static_cast<int64_t>(f.tokens.size()), V = (*model)->config().vocab_size;
+  const std::vector<int64_t> rows = {T - 1, 0, 57, 57, 3, T - 2};
+  std::vector<kernels::SamplingParams> sp = {{.temperature = 1.f},
+                                             {.temperature = 0.7f, .top_k = 5},
+                                             {.temperature = 1.3f, .top_p = 0.9f},
+                                             {.temperature = 1.3f, .top_p = 0.9f},
+                                             {.temperature = 0.f},
+                                             {.temperature = 2.f, .top_k = 40, .top_p = 0.5f}};
+  const int64_t pages = (T + 15) / 16;
+  ASSERT_TRUE((*model)->allocate_state(1, pages, 16).is_ok());
+  Tensor logits;
+  ASSERT_TRUE((*model)->forward(f.tokens, single_sequence_layout(0, T, pages), rows, logits).is_ok());
+  std::vector<char> ws(kernels::sample_workspace_bytes(V));
+  for (uint64_t draw = 0; draw < 20; ++draw) {
+    for (size_t r = 0; r < sp.size(); ++r) sp[r].seed = 100 + r, sp[r].step = draw;
+    ASSERT_TRUE((*model)->reset_slot(0).is_ok());
+    std::vector<int32_t> next;
+    ASSERT_TRUE((*model)->forward_sample(f.tokens, single_sequence_layout(0, T, pages), rows, sp, next).is_ok());
+    ASSERT_EQ(next.size(), rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+      int32_t want = -1;
+      ASSERT_TRUE(kernels::sample_cpu(logits.data<float>() + r * V, V, sp[r], ws.data(), &want).ok());
+      EXPECT_EQ(next[r], want) << "row " << rows[r] << " draw " << draw;
+    }
+  }
+  sp[0].top_p = 0.f;  // refused before any work, naming the row
+  std::vector<int32_t> next;
+  const Status bad = (*model)->forward_sample(f.tokens, single_sequence_layout(0, T, pages), rows, sp, next);
+  EXPECT_EQ(bad.code(), Errc::invalid_argument);
+  EXPECT_NE(bad.message().find("top_p"), std::string::npos) << bad.to_string();
 }
 
 // int8 weight-only experts against bf16 experts on the same random model: per-row absmax/127
