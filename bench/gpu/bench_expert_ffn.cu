@@ -4,7 +4,8 @@
 //  - prefill: T = 4k, 16k, 64k tokens (2T grouped rows), routing uniform / zipf (p_e ~ 1/(e+1)) / half
 //    (50 % of the rows on expert 0, the most top-2 allows); bf16 grouped (cublasGemmGroupedBatchedEx)
 //    and per-expert (cublasGemmEx loop) modes, the loop also with its experts spread over 2 and 4
-//    streams (side streams of ExpertFfnBf16Params); FLOPs 6 * rows * hidden * inter; dense = one
+//    streams (side streams of ExpertFfnBf16Params), and the Hopper tile kernels (expert_ffn_bf16_tiles,
+//    sizes on the device: no host round trip, which the cuBLAS modes' times leave out); FLOPs 6 * rows * hidden * inter; dense = one
 //    [2T, hidden] x [hidden, 2 inter] + one [2T, inter] x [inter, hidden] GEMM.
 //  - decode: 1, 4, 16, 64 rows per expert over all 32 experts, and one token's top-2 (2 experts x 1
 //    row): bf16 vs int8 weight-only, us and weight bytes per second.
@@ -77,7 +78,9 @@ T* device(size_t n) {
 }
 
 template <class F>
-double median_ms(F&& f, int reps) {
+// `inner` calls back to back per sample (time / inner): with inner > 1 the host work of a call (argument
+// checks, tensor maps, cuBLAS launches) overlaps the GPU work of the previous one, as it does in a model step.
+double median_ms(F&& f, int reps, int inner = 1) {
   cudaEvent_t a, b;
   CHECK_CUDA(cudaEventCreate(&a));
   CHECK_CUDA(cudaEventCreate(&b));
@@ -85,12 +88,12 @@ double median_ms(F&& f, int reps) {
   std::vector<float> ms;
   for (int r = 0; r < reps; ++r) {
     CHECK_CUDA(cudaEventRecord(a));
-    f();
+    for (int i = 0; i < inner; ++i) f();
     CHECK_CUDA(cudaEventRecord(b));
     CHECK_CUDA(cudaEventSynchronize(b));
     float x;
     CHECK_CUDA(cudaEventElapsedTime(&x, a, b));
-    ms.push_back(x);
+    ms.push_back(x / inner);
   }
   CHECK_CUDA(cudaGetLastError());
   cudaEventDestroy(a), cudaEventDestroy(b);
@@ -137,10 +140,11 @@ double rel_diff(const __nv_bfloat16* a, const __nv_bfloat16* b, size_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, tiles_only = false;
   const char* json_path = nullptr;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--tiles-only")) tiles_only = true;  // prefill: dense, the loop and tiles only
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
   }
   cudaDeviceProp prop;
@@ -220,9 +224,11 @@ int main(int argc, char** argv) {
   std::string json = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"sms\": " +
                      std::to_string(prop.multiProcessorCount) + ",\n  \"quantize_ms\": " + std::to_string(quant_ms) +
                      ",\n  \"prefill\": [\n";
-  std::printf("\n%-6s %-8s %9s %9s %9s %9s %9s %9s %9s %9s %7s %9s\n", "T", "routing", "grp ms", "grp TF/s", "loop ms",
-              "loop TF/s", "loop2 ms", "loop4 ms", "dense ms", "dense TF", "ratio", "int8 ms");
+  std::printf("\n%-6s %-8s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %7s %7s %9s  %s  %s\n", "T", "routing", "grp ms", "grp TF/s",
+              "loop ms", "loop TF/s", "loop2 ms", "loop4 ms", "tiles ms", "tiles TF", "dense ms", "dense TF", "tiles/d",
+              "best/d", "int8 ms", "tiles vs loop", "tiles host us");
   bool first = true;
+  constexpr int kInner = 3;  // prefill samples: 3 calls back to back
   for (int64_t T : Ts) {
     const int64_t rows = 2 * T;
     const double flops = 6.0 * rows * H * I;
@@ -236,21 +242,38 @@ int main(int argc, char** argv) {
           CHECK_CUBLAS(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, H, rows, I, &one, w2, CUDA_R_16BF, I, h13,
                                     CUDA_R_16BF, I, &zero, y, CUDA_R_16BF, H, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         },
-        reps);
+        reps, kInner);
     const double dense_tf = flops / (dense_ms * 1e-3) / 1e12;
     for (const char* kind : {"uniform", "zipf", "half"}) {
       const std::vector<int32_t> off = offsets_of(routing(kind, rows));
       const auto pg = bf16_params(off, cuda::ExpertGemmMode::grouped, y);
       const auto pl = bf16_params(off, cuda::ExpertGemmMode::per_expert, y2);
-      const double g_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, reps);
-      const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, reps);
+      const double g_ms = tiles_only ? 1e9 : median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, reps, kInner);
+      const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, reps, kInner);
       const auto pl2 = with_sides(pl, 1), pl4 = with_sides(pl, 3);
-      const double l2_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl2, nullptr)); }, reps);
-      const double l4_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl4, nullptr)); }, reps);
-      const double diff = T == Ts.front() ? rel_diff(y, y2, size_t(rows) * H) : -1;
+      const double l2_ms = tiles_only ? 1e9 : median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl2, nullptr)); }, reps, kInner);
+      const double l4_ms = tiles_only ? 1e9 : median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl4, nullptr)); }, reps, kInner);
+      const double diff = T == Ts.front() && !tiles_only ? rel_diff(y, y2, size_t(rows) * H) : -1;
+      // The Hopper tile kernels: sizes on the device, no host round trip (the loop's times exclude it).
+      CHECK_CUDA(cudaMemcpy(d_off, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
+      cuda::ExpertFfnBf16DeviceParams pt;
+      pt.x = reinterpret_cast<uint16_t*>(x), pt.expert_offsets = d_off, pt.w13 = reinterpret_cast<uint16_t*>(w13);
+      pt.w2 = reinterpret_cast<uint16_t*>(w2), pt.y = reinterpret_cast<uint16_t*>(y), pt.max_rows = rows;
+      pt.num_experts = E, pt.hidden = H, pt.inter = I, pt.workspace = ws, pt.workspace_bytes = ws_bytes;
+      const double t_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16_tiles(pt, nullptr)); }, reps, kInner);
+      const double t_diff = rel_diff(y, y2, size_t(rows) * H);  // y: tiles, y2: the last loop run
+      // Host cost of one call (checks, 6 tensor maps, 2 launches), enqueued behind GPU work.
+      double t_host_us = 0;
+      {
+        CHECK_CUDA(cudaDeviceSynchronize());
+        const auto h0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < 5; ++i) CHECK_KERNEL(cuda::expert_ffn_bf16_tiles(pt, nullptr));
+        t_host_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - h0).count() / 5;
+        CHECK_CUDA(cudaDeviceSynchronize());
+      }
+      const double t_tf = flops / (t_ms * 1e-3) / 1e12;
       double i8_ms = -1;
-      if (T == 4096) {
-        CHECK_CUDA(cudaMemcpy(d_off, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
+      if (T == 4096 && !tiles_only) {
         const auto pi = int8_params(rows, 0, y2);
         i8_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr)); }, 3);
       }
@@ -258,24 +281,35 @@ int main(int argc, char** argv) {
       for (int64_t e = 0; e < E; ++e) max_expert_rows = std::max(max_expert_rows, off[e + 1] - off[e]);
       const double g_tf = flops / (g_ms * 1e-3) / 1e12, l_tf = flops / (l_ms * 1e-3) / 1e12;
       const double l2_tf = flops / (l2_ms * 1e-3) / 1e12, l4_tf = flops / (l4_ms * 1e-3) / 1e12;
-      const double ratio = std::max({g_tf, l_tf, l2_tf, l4_tf}) / dense_tf;
-      std::printf("%-6lld %-8s %9.3f %9.1f %9.3f %9.1f %9.3f %9.3f %9.3f %9.1f %6.0f%% %9.3f%s\n", (long long)T, kind, g_ms,
-                  g_tf, l_ms, l_tf, l2_ms, l4_ms, dense_ms, dense_tf, 100 * ratio, i8_ms,
+      const double ratio = std::max({g_tf, l_tf, l2_tf, l4_tf, t_tf}) / dense_tf;
+      std::printf("%-6lld %-8s %9.3f %9.1f %9.3f %9.1f %9.3f %9.3f %9.3f %9.1f %9.3f %9.1f %6.0f%% %6.0f%% %9.3f  %.2g  %.1f%s\n",
+                  (long long)T, kind, g_ms, g_tf, l_ms, l_tf, l2_ms, l4_ms, t_ms, t_tf, dense_ms, dense_tf,
+                  100 * t_tf / dense_tf, 100 * ratio, i8_ms, t_diff, t_host_us,
                   diff >= 0 ? ("   (grouped vs loop rel diff " + std::to_string(diff) + ")").c_str() : "");
-      char buf[768];
+      char buf[1024];
       std::snprintf(buf, sizeof buf,
                     "%s    {\"T\": %lld, \"rows\": %lld, \"routing\": \"%s\", \"max_expert_rows\": %d, \"grouped_ms\": %.4f, "
                     "\"grouped_tflops\": %.2f, \"per_expert_ms\": %.4f, \"per_expert_tflops\": %.2f, \"streams2_ms\": %.4f, "
-                    "\"streams2_tflops\": %.2f, \"streams4_ms\": %.4f, \"streams4_tflops\": %.2f, \"dense_ms\": %.4f, "
-                    "\"dense_tflops\": %.2f, \"ratio_best_to_dense\": %.4f, \"int8_ms\": %.4f}",
+                    "\"streams2_tflops\": %.2f, \"streams4_ms\": %.4f, \"streams4_tflops\": %.2f, \"tiles_ms\": %.4f, "
+                    "\"tiles_tflops\": %.2f, \"tiles_vs_loop_rel_diff\": %.3g, \"tiles_host_us\": %.1f, \"dense_ms\": %.4f, "
+                    "\"dense_tflops\": %.2f, \"ratio_tiles_to_dense\": %.4f, \"ratio_best_to_dense\": %.4f, \"int8_ms\": %.4f}",
                     first ? "" : ",\n", (long long)T, (long long)rows, kind, max_expert_rows, g_ms, g_tf, l_ms, l_tf, l2_ms, l2_tf,
-                    l4_ms, l4_tf, dense_ms, dense_tf, ratio, i8_ms);
+                    l4_ms, l4_tf, t_ms, t_tf, t_diff, t_host_us, dense_ms, dense_tf, t_tf / dense_tf, ratio, i8_ms);
       json += buf;
       first = false;
     }
   }
   json += "\n  ],\n";
 
+  if (tiles_only) {
+    json.resize(json.size() - 2);  // the prefill list's ",\n"
+    json += "\n}\n";
+    if (json_path != nullptr) {
+      FILE* f = std::fopen(json_path, "w");
+      if (f != nullptr) std::fputs(json.c_str(), f), std::fclose(f);
+    }
+    return 0;
+  }
   // Host round trip of the offsets (what the bf16 path costs when they exist only on the device).
   int32_t* h_off;
   CHECK_CUDA(cudaMallocHost(&h_off, (E + 1) * 4));

@@ -28,7 +28,7 @@ print("%-6s %-8s %9s %9s %9s %7s %5s %10s %10s" % ("T", "routing", "ours ms", "o
                                                    "torch ms", "torch TF/s"))
 for r in b.get("prefill", []):
     modes = {"grp": r["grouped_ms"], "loop": r["per_expert_ms"], "loop2": r.get("streams2_ms", 1e30),
-             "loop4": r.get("streams4_ms", 1e30)}
+             "loop4": r.get("streams4_ms", 1e30), "tiles": r.get("tiles_ms", 1e30)}
     best = min(modes, key=modes.get)
     o = tp.get((r["T"], r["routing"]), {})
     ms = modes[best]

@@ -133,6 +133,13 @@ struct ExpertFfnBf16DeviceParams {
 };
 KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream stream);
 
+// The same contract at prefill sizes, on Hopper tensor cores (kernels/cuda/expert_ffn_sm90.cu): two persistent
+// grouped GEMMs (TMA + wgmma; tiles of 128 weight rows x up to 256 of one expert's tokens, every expert's in
+// one work list; the SwiGLU fused into the gate/up GEMM's epilogue), sizes read on the device, no host round
+// trip. Same roundings, supported matrix and workspace as expert_ffn_bf16_device (max_rows_per_expert
+// unused); refuses a GPU other than sm_90. Speed against the cuBLAS loop: bench/gpu/NOTES.md.
+KernelStatus expert_ffn_bf16_tiles(const ExpertFfnBf16DeviceParams& p, Stream stream);
+
 // Row-wise int8 quantiser (bit-exact with quantize_rows_int8_cpu on the bf16 values):
 // scale[r] = max_c |w[r, c]| / 127 (1 for an all-zero row), q = round-half-away(w / scale) in [-127, 127].
 struct QuantizeRowsInt8Params {

@@ -12,6 +12,16 @@ int device_count() {
   return n;
 }
 
+int device_major() {
+  int dev = 0, major = 0;
+  if (device_count() == 0 || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return major;
+}
+
 KernelStatus device_alloc(void** ptr, size_t bytes) {
   FULGUR_CUDA_CHECK(cudaMalloc(ptr, bytes));
   return kernel_ok();

@@ -15,6 +15,8 @@ using Stream = CUstream_st*;  // cudaStream_t without including the CUDA headers
 
 // Number of usable CUDA devices; 0 when there is no driver or no GPU (never fails).
 int device_count();
+// Compute capability major of the current device (9 = Hopper); 0 without a device.
+int device_major();
 KernelStatus device_alloc(void** ptr, size_t bytes);
 KernelStatus device_free(void* ptr);
 KernelStatus copy_to_device(void* dst, const void* src, size_t bytes);

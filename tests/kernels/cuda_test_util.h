@@ -19,6 +19,15 @@
     }                                                                                    \
   } while (0)
 
+// For the sm_90 kernels (TMA, wgmma): skip on machines without a GPU or with another architecture.
+#define FULGUR_SKIP_WITHOUT_HOPPER()                                                     \
+  do {                                                                                   \
+    FULGUR_SKIP_WITHOUT_GPU();                                                           \
+    if (::fulgur::kernels::cuda::device_major() != 9) {                                  \
+      GTEST_SKIP() << "the GPU is not a Hopper (sm_90): sm_90 kernel test skipped";      \
+    }                                                                                    \
+  } while (0)
+
 namespace fulgur::test {
 
 struct DeviceBuffer {

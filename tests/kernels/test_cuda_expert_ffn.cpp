@@ -330,7 +330,13 @@ TEST(CudaExpertFfn, Int8MatchesReferenceOnDequantisedWeights) {
 // ---- bf16 with device sizes -------------------------------------------------------------------------
 
 // The int8 kernels loading bf16 weights: against the same reference as the cuBLAS bf16 path.
-void run_bf16_device_case(const Int8Case& ic, double& worst, double& worst_f32) {
+using Bf16DeviceEntry = KernelStatus (*)(const cuda::ExpertFfnBf16DeviceParams&, cuda::Stream);
+
+// `hints` are max_rows_per_expert values for expert_ffn_bf16_device; for expert_ffn_bf16_tiles (which ignores
+// them) a hint h > 0 instead adds h rows of slack to max_rows (the buffers hold more rows than the offsets use).
+void run_bf16_device_case(const Int8Case& ic, double& worst, double& worst_f32,
+                          Bf16DeviceEntry entry = &cuda::expert_ffn_bf16_device, const char* label = "expert_ffn_bf16_device") {
+  const bool slack_hints = entry == &cuda::expert_ffn_bf16_tiles;
   const FfnCase& c = ic.ffn;
   SCOPED_TRACE(c.name + " hidden=" + std::to_string(c.hidden) + " inter=" + std::to_string(c.inter));
   const int64_t E = static_cast<int64_t>(c.counts.size()), H = c.hidden, I = c.inter;
@@ -345,26 +351,36 @@ void run_bf16_device_case(const Int8Case& ic, double& worst, double& worst_f32) 
   auto doff = test::to_device(off);
   auto dw13 = test::to_device(w.w13);
   auto dw2 = test::to_device(w.w2);
-  test::DeviceBuffer dy(std::max<int64_t>(rows, 1) * H * 2);
-  const size_t ws_bytes = cuda::expert_ffn_int8_workspace_bytes(rows, I);
+  int64_t max_slack = 0;
+  for (int64_t hint : ic.hints) max_slack = std::max(max_slack, slack_hints ? hint : 0);
+  const int64_t cap = rows + max_slack;
+  std::vector<uint16_t> x_cap = x;
+  x_cap.resize(std::max<int64_t>(cap, 1) * H, 0x7fc1);  // rows past the offsets: NaN, must not reach y
+  auto dx_cap = test::to_device(x_cap);
+  test::DeviceBuffer dy(std::max<int64_t>(cap, 1) * H * 2);
+  const size_t ws_bytes = cuda::expert_ffn_int8_workspace_bytes(cap, I);
   test::DeviceBuffer dws(ws_bytes);
   for (int64_t hint : ic.hints) {
-    SCOPED_TRACE("max_rows_per_expert=" + std::to_string(hint));
-    test::upload(dy, std::vector<uint16_t>(std::max<int64_t>(rows, 1) * H, 0x7fc1));
+    SCOPED_TRACE(std::string(slack_hints ? "max_rows slack=" : "max_rows_per_expert=") + std::to_string(hint));
+    const int64_t max_rows = slack_hints ? rows + hint : rows;
+    test::upload(dy, std::vector<uint16_t>(std::max<int64_t>(cap, 1) * H, 0x7fc1));
     test::upload(dws, std::vector<uint16_t>(std::max<size_t>(ws_bytes / 2, 1), 0x7fc1));
     cuda::ExpertFfnBf16DeviceParams p;
-    p.x = dx->as<uint16_t>(), p.expert_offsets = doff->as<int32_t>(), p.w13 = dw13->as<uint16_t>();
+    p.x = dx_cap->as<uint16_t>(), p.expert_offsets = doff->as<int32_t>(), p.w13 = dw13->as<uint16_t>();
     p.w2 = dw2->as<uint16_t>(), p.y = dy.as<uint16_t>();
-    p.max_rows = rows, p.max_rows_per_expert = hint, p.num_experts = E, p.hidden = H, p.inter = I;
+    p.max_rows = max_rows, p.max_rows_per_expert = slack_hints ? 0 : hint, p.num_experts = E, p.hidden = H, p.inter = I;
     p.workspace = dws.ptr, p.workspace_bytes = ws_bytes;
-    const KernelStatus s = cuda::expert_ffn_bf16_device(p, nullptr);
+    const KernelStatus s = entry(p, nullptr);
     ASSERT_TRUE(s.ok()) << s.error;
     ASSERT_TRUE(cuda::synchronize().ok());
     if (rows == 0) continue;
-    std::vector<uint16_t> y(rows * H);
+    std::vector<uint16_t> y(std::max<int64_t>(cap, 1) * H);
     test::download(y, dy);
+    // Rows the offsets do not cover keep their poison: nothing was written past the experts' rows.
+    for (size_t i = size_t(rows) * H; i < y.size(); ++i) ASSERT_EQ(y[i], 0x7fc1) << "y written past the rows, element " << i;
+    y.resize(rows * H);
     const Compare cmp = compare(y, y_ref, y_f32, H);
-    std::printf("expert_ffn_bf16_device %-14s hint=%-3lld H=%-5lld I=%-4lld rows=%-5lld rel L2 %.3g (f32 semantics %.3g)\n",
+    std::printf("%s %-14s hint=%-3lld H=%-5lld I=%-4lld rows=%-5lld rel L2 %.3g (f32 semantics %.3g)\n", label,
                 c.name.c_str(), (long long)hint, (long long)H, (long long)I, (long long)rows, cmp.rel_l2, cmp.rel_l2_f32);
     worst = std::max(worst, cmp.rel_l2), worst_f32 = std::max(worst_f32, cmp.rel_l2_f32);
   }
@@ -388,6 +404,35 @@ TEST(CudaExpertFfn, Bf16DeviceSizesMatchCpuReference) {
   const KernelStatus s = cuda::expert_ffn_bf16_device(bad, nullptr);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(std::string(s.error).find("hidden"), std::string::npos) << s.error;
+}
+
+// The Hopper tile kernels: token chunks of every compiled width (16 .. 256) and ones that run past their
+// expert (1, 127..129, 255..257 rows; rows past the offsets hold NaN), a weight tile past hidden (320 = 2 x 128
+// + 64), several k-blocks, 32 experts with skewed and empty ones, spare rows in the buffers (slack), a
+// MiniMax-wide hidden.
+TEST(CudaExpertFfn, Bf16TilesMatchCpuReference) {
+  FULGUR_SKIP_WITHOUT_HOPPER();
+  const std::vector<Int8Case> cases = {
+      {{128, 64, {0, 1, 255, 256, 257}, "counts"}, {0, 37}},
+      {{320, 192, {127, 128, 129, 1, 0, 300}, "tile-edges"}, {0, 5}},
+      {{6144, 128, {64, 3}, "wide-hidden"}, {0}},
+      {{192, 128, skewed_counts(32, 5, 600, 9, 11), "skewed-32"}, {0, 200}},
+      {{256, 192, {0, 1, 0, 0, 1, 0, 0, 0}, "decode-top2"}, {0}},
+      {{1024, 512, {700, 260, 513, 0, 384, 1, 129, 900}, "several-blocks"}, {0}},
+      {{128, 128, {17, 32, 33, 64, 65, 96, 97, 200, 224, 225}, "tile-widths"}, {0}},
+      {{64, 64, {0, 0}, "all-empty"}, {0, 3}},
+  };
+  double worst = 0, worst_f32 = 0;
+  for (const Int8Case& c : cases) {
+    run_bf16_device_case(c, worst, worst_f32, &cuda::expert_ffn_bf16_tiles, "expert_ffn_bf16_tiles");
+  }
+  std::printf("expert_ffn_bf16_tiles: worst rel L2 %.3g (tol %.3g); vs f32 semantics %.3g (tol %.3g)\n", worst,
+              kRelL2Tol, worst_f32, kF32SemanticsTol);
+  cuda::ExpertFfnBf16DeviceParams bad;
+  bad.num_experts = 2, bad.hidden = 128, bad.inter = 100, bad.max_rows = 1;  // inter not a multiple of 64
+  const KernelStatus s = cuda::expert_ffn_bf16_tiles(bad, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.error).find("inter"), std::string::npos) << s.error;
 }
 
 TEST(CudaExpertFfn, RejectsBadShapesByName) {
