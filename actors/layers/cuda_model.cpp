@@ -119,6 +119,8 @@ struct CudaModel::Impl {
   cuda::CudaEvent staging_free;     // recorded after the copy out of step_staging
   int expert_streams = 0;  // CudaModelOptions::expert_streams
   int64_t bf16_device_sizes_max_rows = 0;  // CudaModelOptions::bf16_device_sizes_max_rows
+  int64_t bf16_tiles_max_rows = 0;         // CudaModelOptions::bf16_tiles_max_rows, 0 off sm_90
+  CudaExpertPaths expert_paths;
   // Side streams of the expert FFN (kernels/cuda/expert_ffn.h), each with its cuBLAS handle and event.
   std::vector<cuda::CudaStream> side_streams;
   std::vector<cuda::BlasHandles> side_blas;
@@ -471,8 +473,10 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
   // router logits are not finite owns no row here (its MoE output is 0), but its hidden state is already
   // non-finite, so its logits are too: forward_greedy reports them, forward returns them.
   const bool int8_kernel = int8 && T * K <= kInt8MaxAverageRows * E;
-  const bool bf16_kernel = !f32 && !int8 && hid % 64 == 0 && I % 64 == 0 && T * K <= bf16_device_sizes_max_rows * E;
-  if (int8_kernel || bf16_kernel) {
+  const bool bf16_shapes = !f32 && !int8 && hid % 64 == 0 && I % 64 == 0;
+  const bool bf16_kernel = bf16_shapes && T * K <= bf16_device_sizes_max_rows * E;
+  const bool tiles_kernel = bf16_shapes && !bf16_kernel && T * K <= bf16_tiles_max_rows * E;
+  if (int8_kernel || bf16_kernel || tiles_kernel) {
     // The token-tile bound: twice the average rows per expert (>= 8, <= T: a token's top-k experts are
     // distinct). An expert above it is still right, in several tiles; a bound of T (64 at B = 64) picks
     // the 64-token tile, measured 1.3x slower than bf16 at 4 rows per expert (int8).
@@ -486,6 +490,7 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
       q.num_experts = E, q.hidden = hid, q.inter = I;
       q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
       FULGUR_TRY(kernel_status(kc::expert_ffn_int8(q, s()), where + " experts (int8)"));
+      ++expert_paths.int8;
     } else {
       kc::ExpertFfnBf16DeviceParams q;
       q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();
@@ -493,7 +498,13 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
       q.y = y.as<uint16_t>(), q.max_rows = T * K, q.max_rows_per_expert = bound;
       q.num_experts = E, q.hidden = hid, q.inter = I;
       q.workspace = qws.data(), q.workspace_bytes = qws.bytes();
-      FULGUR_TRY(kernel_status(kc::expert_ffn_bf16_device(q, s()), where + " experts (bf16, device sizes)"));
+      if (tiles_kernel) {
+        FULGUR_TRY(kernel_status(kc::expert_ffn_bf16_tiles(q, s()), where + " experts (bf16, sm_90 tiles)"));
+        ++expert_paths.tiles;
+      } else {
+        FULGUR_TRY(kernel_status(kc::expert_ffn_bf16_device(q, s()), where + " experts (bf16, device sizes)"));
+        ++expert_paths.device_sizes;
+      }
     }
     kernels::MoeUnpermuteParams u;
     u.expert_out = y.as<uint16_t>(), u.inverse = inverse.as<int32_t>(), u.topk_idx = topk_idx.as<int32_t>();
@@ -502,6 +513,7 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
     return kernel_status(kc::moe_unpermute(u, s()), where + " unpermute");
   }
   // cuBLAS takes each expert's GEMM sizes from the host (kernels/cuda/expert_ffn.h).
+  ++expert_paths.cublas;
   FULGUR_TRY(cuda::copy_async(host_offsets.data(), offsets.data(), (E + 1) * 4, s()));
   FULGUR_TRY(stream.synchronize());
   const int32_t* ho = host_offsets.as<int32_t>();
@@ -578,6 +590,7 @@ Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name) {
 }
 int CudaModel::device() const { return impl_->device; }
 size_t CudaModel::weight_bytes() const { return impl_->weight_bytes; }
+CudaExpertPaths CudaModel::expert_paths() const { return impl_->expert_paths; }
 
 // Checks what the kernels support, then sets up the stream, allocator, cuBLAS and side streams (no weights).
 Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfig& cfg, int device, CudaModelOptions opt) {
@@ -627,6 +640,8 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
     return Status(Errc::invalid_argument, "bf16_device_sizes_max_rows must be >= 0");
   }
   impl->bf16_device_sizes_max_rows = opt.bf16_device_sizes_max_rows;
+  if (opt.bf16_tiles_max_rows < 0) return Status(Errc::invalid_argument, "bf16_tiles_max_rows must be >= 0");
+  impl->bf16_tiles_max_rows = kc::device_major() == 9 ? opt.bf16_tiles_max_rows : 0;  // the tile kernels need sm_90
   const int sides = impl->f32 ? 0 : (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;  // f32: one stream
   FULGUR_ASSIGN_OR_RETURN(impl->fork, cuda::CudaEvent::create());
   for (int i = 0; i < sides; ++i) {

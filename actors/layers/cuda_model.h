@@ -50,6 +50,21 @@ struct CudaModelOptions {
   // (<= 2 rows per expert) 3.62 / 8.27 / 15.45 ms a step vs cuBLAS 3.92 / 11.02 / 16.05; B = 64 (4 rows)
   // 21.09 vs 19.32: hence 2.
   int64_t bf16_device_sizes_max_rows = 2;
+  // bf16 experts (bf16 mode) on a Hopper GPU: above bf16_device_sizes_max_rows and up to this many rows per
+  // expert on average, a step runs them through expert_ffn_bf16_tiles (persistent TMA + wgmma grouped GEMMs,
+  // sizes read on the device: no stream sync per layer) instead of the cuBLAS loop. 0 = never; other GPUs
+  // and shapes whose hidden_size or intermediate_size is not a multiple of 64 always use cuBLAS. Measured on
+  // one H200 (bench/gpu/NOTES.md): one MoE layer at 64 rows per expert 2.73 ms vs cuBLAS 2.97-3.24, at 128
+  // rows 3.76 vs 3.26; 8 MiniMax layers, decode B = 64 (4 rows) 17.84 vs 18.92 ms a step: hence 64.
+  int64_t bf16_tiles_max_rows = 64;
+};
+
+// How many MoE layer calls took each expert path (CudaModel::expert_paths): which kernels a step really ran.
+struct CudaExpertPaths {
+  uint64_t cublas = 0;        // expert_ffn_bf16 (host sizes) or the f32 loop
+  uint64_t device_sizes = 0;  // expert_ffn_bf16_device
+  uint64_t tiles = 0;         // expert_ffn_bf16_tiles
+  uint64_t int8 = 0;          // expert_ffn_int8
 };
 Expected<CudaComputeDtype> parse_cuda_compute_dtype(const std::string& name);  // "bf16" | "f32"
 
@@ -71,6 +86,7 @@ class CudaModel {
   CudaComputeDtype dtype() const;
   // Bytes of weights on the device.
   size_t weight_bytes() const;
+  CudaExpertPaths expert_paths() const;
 
   // Device state for up to num_slots sequences (lightning states, zeroed) and num_blocks KV pages of
   // page_size tokens; replaces any earlier state.

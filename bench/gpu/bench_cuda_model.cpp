@@ -9,8 +9,9 @@
 // repeats after one warm-up. Compare with bench/gpu/torch_cuda_model.py (transformers' MiniMaxForCausalLM, same
 // config and machine) run beside it by bench/gpu/run.sh (ONLY=model).
 //
-// --experts names the variants run one after another (one model at a time on the device): bf16 (decode-size
-// experts through the device-sizes kernels), bf16-cublas (cuBLAS at every size), int8 (weight-only experts).
+// --experts names the variants run one after another (one model at a time on the device): bf16 (the defaults:
+// decode-size experts through the device-sizes kernels, up to 64 rows per expert the sm_90 tiles, cuBLAS above),
+// bf16-cublas (cuBLAS at every size), bf16-tiles (the sm_90 tiles at every size above decode), int8 (weight-only experts).
 //
 //   bench_cuda_model [--layers 0,0,0,1] [--experts bf16,bf16-cublas,int8] [--quick] [--decode-only] [--json FILE]
 #include <algorithm>
@@ -55,7 +56,8 @@ std::string run_model(const ModelConfig& cfg, const std::string& layers, const s
   const auto t0 = std::chrono::steady_clock::now();
   CudaModelOptions opt;
   opt.int8_experts = variant == "int8";
-  if (variant == "bf16-cublas") opt.bf16_device_sizes_max_rows = 0;
+  if (variant == "bf16-cublas") opt.bf16_device_sizes_max_rows = 0, opt.bf16_tiles_max_rows = 0;
+  if (variant == "bf16-tiles") opt.bf16_tiles_max_rows = int64_t(1) << 30;
   auto model = CudaModel::create_random(cfg, 0, opt, 1234);
   if (!model) check(model.error(), "create_random");
   std::printf("\nmodel: layers [%s], %s experts, %.1f GB of weights on the device, made in %.1f s\n", layers.c_str(),
@@ -137,8 +139,8 @@ int main(int argc, char** argv) {
   for (size_t at = rest.find(','); at != std::string::npos; rest = rest.substr(at + 1), at = rest.find(',')) {
     const std::string variant = rest.substr(0, at);
     if (variant.empty()) continue;
-    if (variant != "bf16" && variant != "bf16-cublas" && variant != "int8") {
-      std::fprintf(stderr, "--experts: unknown variant '%s' (bf16, bf16-cublas, int8)\n", variant.c_str());
+    if (variant != "bf16" && variant != "bf16-cublas" && variant != "bf16-tiles" && variant != "int8") {
+      std::fprintf(stderr, "--experts: unknown variant '%s' (bf16, bf16-cublas, bf16-tiles, int8)\n", variant.c_str());
       return 1;
     }
     json += ",\n" + run_model(*cfg, layers, variant, quick, decode_only);

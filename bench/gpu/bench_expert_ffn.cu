@@ -324,12 +324,13 @@ int main(int argc, char** argv) {
   std::printf("\noffsets device -> host + stream sync (idle stream): median %.1f us, p90 %.1f us\n", rt[100], rt[180]);
   json += "  \"offsets_roundtrip_us\": " + std::to_string(rt[100]) + ",\n  \"decode\": [\n";
 
-  std::printf("\n%-22s %6s %10s %10s %10s %9s %9s %8s %s\n", "decode", "rows", "bf16 grp", "bf16 loop", "int8 us",
-              "bf16 TB/s", "int8 TB/s", "speedup", "int8 vs bf16 rel diff");
+  std::printf("\n%-22s %6s %10s %10s %10s %10s %10s %9s %9s %8s %s\n", "decode", "rows", "bf16 grp", "bf16 loop",
+              "bf16 dev", "tiles", "int8 us", "bf16 TB/s", "int8 TB/s", "speedup", "int8 vs bf16 rel diff");
   first = true;
   struct Dec { const char* name; int experts; int per_expert; };
   for (const Dec d : {Dec{"1 token top-2", 2, 1}, Dec{"32 experts x 1", 32, 1}, Dec{"32 experts x 4", 32, 4},
-                      Dec{"32 experts x 16", 32, 16}, Dec{"32 experts x 64", 32, 64}}) {
+                      Dec{"32 experts x 16", 32, 16}, Dec{"32 experts x 64", 32, 64},
+                      Dec{"32 experts x 128", 32, 128}}) {
     std::vector<int32_t> c(E, 0);
     for (int e = 0; e < d.experts; ++e) c[e * (E / d.experts)] = d.per_expert;
     const std::vector<int32_t> off = offsets_of(c);
@@ -341,20 +342,30 @@ int main(int argc, char** argv) {
     const double g_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr)); }, 20);
     const double l_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16(pl, nullptr)); }, 20);
     const double i_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr)); }, 20);
+    // The two device-sizes bf16 paths (no host round trip): the streaming kernels and the Hopper tiles.
+    cuda::ExpertFfnBf16DeviceParams pd;
+    pd.x = reinterpret_cast<uint16_t*>(x), pd.expert_offsets = d_off, pd.w13 = reinterpret_cast<uint16_t*>(w13);
+    pd.w2 = reinterpret_cast<uint16_t*>(w2), pd.y = reinterpret_cast<uint16_t*>(y2), pd.max_rows = rows;
+    pd.max_rows_per_expert = d.per_expert, pd.num_experts = E, pd.hidden = H, pd.inter = I;
+    pd.workspace = ws, pd.workspace_bytes = ws_bytes;
+    const double dv_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16_device(pd, nullptr)); }, 20);
+    const double t_ms = median_ms([&] { CHECK_KERNEL(cuda::expert_ffn_bf16_tiles(pd, nullptr)); }, 20);
     CHECK_KERNEL(cuda::expert_ffn_bf16(pg, nullptr));
     CHECK_KERNEL(cuda::expert_ffn_int8(pi, nullptr));
     CHECK_CUDA(cudaDeviceSynchronize());
     const double diff = rel_diff(y2, y, size_t(rows) * H);
     const double wbytes = double(d.experts) * 3 * H * I;  // weight elements of the active experts
-    const double bf = std::min(g_ms, l_ms);
-    std::printf("%-22s %6lld %10.1f %10.1f %10.1f %9.2f %9.2f %7.2fx %.3g\n", d.name, (long long)rows, g_ms * 1e3,
-                l_ms * 1e3, i_ms * 1e3, wbytes * 2 / (bf * 1e-3) / 1e12, wbytes / (i_ms * 1e-3) / 1e12, bf / i_ms, diff);
-    char buf[384];
+    const double bf = std::min({g_ms, l_ms, dv_ms, t_ms});
+    std::printf("%-22s %6lld %10.1f %10.1f %10.1f %10.1f %10.1f %9.2f %9.2f %7.2fx %.3g\n", d.name, (long long)rows,
+                g_ms * 1e3, l_ms * 1e3, dv_ms * 1e3, t_ms * 1e3, i_ms * 1e3, wbytes * 2 / (bf * 1e-3) / 1e12,
+                wbytes / (i_ms * 1e-3) / 1e12, bf / i_ms, diff);
+    char buf[512];
     std::snprintf(buf, sizeof buf,
                   "%s    {\"case\": \"%s\", \"experts\": %d, \"rows_per_expert\": %d, \"bf16_grouped_us\": %.2f, "
-                  "\"bf16_per_expert_us\": %.2f, \"int8_us\": %.2f, \"int8_weight_TBps\": %.3f, \"int8_vs_bf16_rel_diff\": %.4g}",
-                  first ? "" : ",\n", d.name, d.experts, d.per_expert, g_ms * 1e3, l_ms * 1e3, i_ms * 1e3,
-                  wbytes / (i_ms * 1e-3) / 1e12, diff);
+                  "\"bf16_per_expert_us\": %.2f, \"bf16_device_us\": %.2f, \"bf16_tiles_us\": %.2f, \"int8_us\": %.2f, "
+                  "\"int8_weight_TBps\": %.3f, \"int8_vs_bf16_rel_diff\": %.4g}",
+                  first ? "" : ",\n", d.name, d.experts, d.per_expert, g_ms * 1e3, l_ms * 1e3, dv_ms * 1e3, t_ms * 1e3,
+                  i_ms * 1e3, wbytes / (i_ms * 1e-3) / 1e12, diff);
     json += buf;
     first = false;
   }

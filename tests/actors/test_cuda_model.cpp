@@ -432,8 +432,9 @@ TEST(CudaModel, Int8ExpertsTrackBf16Experts) {
   EXPECT_NE(bad.error().message().find("multiples of 64"), std::string::npos) << bad.error().to_string();
 }
 
-// bf16 experts through the device-sizes kernels (decode and small chunks) against cuBLAS on the same random
-// model: the same math in another summation order, so the logits agree to bf16 rounding noise.
+// bf16 experts through the device-sizes kernels (decode and small chunks), and through the sm_90 tile kernels
+// (every size), against cuBLAS on the same random model: the same math in another summation order, so the
+// logits agree to bf16 rounding noise.
 TEST(CudaModel, Bf16DeviceSizeExpertsTrackCublasExperts) {
   FULGUR_SKIP_WITHOUT_GPU();
   auto cfg = parse_model_config(R"({"model_type": "minimax_text_01", "hidden_size": 256, "num_hidden_layers": 3,
@@ -445,8 +446,8 @@ TEST(CudaModel, Bf16DeviceSizeExpertsTrackCublasExperts) {
       "layernorm_mlp_alpha": 2.45, "layernorm_mlp_beta": 1.0, "max_position_embeddings": 4096,
       "block_size": 64, "tie_word_embeddings": false, "shared_intermediate_size": 0})");
   ASSERT_TRUE(cfg.has_value()) << cfg.error().to_string();
-  auto cublas = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 0}, 7);
-  auto device = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 16}, 7);
+  auto cublas = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 0, .bf16_tiles_max_rows = 0}, 7);
+  auto device = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 16, .bf16_tiles_max_rows = 0}, 7);
   ASSERT_TRUE(cublas.has_value()) << cublas.error().to_string();
   ASSERT_TRUE(device.has_value()) << device.error().to_string();
   std::vector<int32_t> tokens(200);
@@ -463,6 +464,33 @@ TEST(CudaModel, Bf16DeviceSizeExpertsTrackCublasExperts) {
     EXPECT_GT(err, 0.0);  // another summation order: the device-sizes path really ran
   }
   EXPECT_FALSE(CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = -1}, 7).has_value());
+
+  // The Hopper tile kernels (expert_ffn_bf16_tiles) at every size: whole-prompt prefill (400 rows), chunks, decode.
+  if (kernels::cuda::device_major() != 9) {
+    std::printf("[cuda model] not a Hopper GPU: the sm_90 expert tiles are not compared\n");
+    return;
+  }
+  auto tiles = CudaModel::create_random(*cfg, 0, {.bf16_device_sizes_max_rows = 0, .bf16_tiles_max_rows = 1 << 20}, 7);
+  ASSERT_TRUE(tiles.has_value()) << tiles.error().to_string();
+  // No "err > 0" here: with no split-K both sum k in the same order on the same wgmma units, so the logits may
+  // be bit-identical to cuBLAS's (measured: they are). The path counters show which kernels ran.
+  for (const ForwardOptions& m : {ForwardOptions{}, ForwardOptions{.chunk_size = 33}, ForwardOptions{.decode_from = 150}}) {
+    const CudaExpertPaths before = (*tiles)->expert_paths(), cublas_before = (*cublas)->expert_paths();
+    auto a = forward_all_logits_cuda(**cublas, tokens, m);
+    auto b = forward_all_logits_cuda(**tiles, tokens, m);
+    ASSERT_TRUE(a.has_value() && b.has_value()) << (b ? "" : b.error().to_string());
+    const double err = test::rel_l2(values(*b), values(*a));
+    std::printf("[cuda model] bf16 experts, sm_90 tiles vs cuBLAS (chunk %lld, decode_from %lld): logits rel_l2 %.3e\n",
+                static_cast<long long>(m.chunk_size), static_cast<long long>(m.decode_from), err);
+    EXPECT_LT(err, 1e-2);
+    const CudaExpertPaths after = (*tiles)->expert_paths(), cublas_after = (*cublas)->expert_paths();
+    EXPECT_GT(after.tiles, before.tiles);
+    EXPECT_EQ(after.cublas, before.cublas);
+    EXPECT_EQ(after.device_sizes, before.device_sizes);
+    EXPECT_GT(cublas_after.cublas, cublas_before.cublas);
+    EXPECT_EQ(cublas_after.tiles, cublas_before.tiles);
+  }
+  EXPECT_FALSE(CudaModel::create_random(*cfg, 0, {.bf16_tiles_max_rows = -1}, 7).has_value());
 }
 
 TEST(CudaModel, BadInputIsAnErrorNamingIt) {
