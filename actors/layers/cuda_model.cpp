@@ -481,7 +481,9 @@ Status CudaModel::Impl::moe(int64_t l, const void* h2, int64_t T, void* out) {
     // distinct). An expert above it is still right, in several tiles; a bound of T (64 at B = 64) picks
     // the 64-token tile, measured 1.3x slower than bf16 at 4 rows per expert (int8).
     const int64_t bound = std::min<int64_t>(T, std::max<int64_t>(8, 2 * ((T * K + E - 1) / E)));
-    FULGUR_ASSIGN_OR_RETURN(DeviceMemory qws, buffer(std::max<size_t>(kc::expert_ffn_int8_workspace_bytes(T * K, I), 256)));
+    const size_t qws_bytes = tiles_kernel ? kc::expert_ffn_bf16_tiles_workspace_bytes(T * K, I)
+                                          : std::max<size_t>(kc::expert_ffn_int8_workspace_bytes(T * K, I), 256);
+    FULGUR_ASSIGN_OR_RETURN(DeviceMemory qws, buffer(qws_bytes));
     if (int8_kernel) {
       kc::ExpertFfnInt8Params q;
       q.x = permuted.as<uint16_t>(), q.expert_offsets = offsets.as<int32_t>();

@@ -163,8 +163,9 @@ int main(int argc, char** argv) {
   auto* x = device<__nv_bfloat16>(size_t(max_rows) * H);
   auto* y = device<__nv_bfloat16>(size_t(max_rows) * H);
   auto* y2 = device<__nv_bfloat16>(size_t(max_rows) * H);
-  const size_t ws_bytes = std::max(cuda::expert_ffn_bf16_workspace_bytes(max_rows, E, I),
-                                   cuda::expert_ffn_int8_workspace_bytes(max_rows, I));
+  const size_t ws_bytes = std::max({cuda::expert_ffn_bf16_workspace_bytes(max_rows, E, I),
+                                    cuda::expert_ffn_int8_workspace_bytes(max_rows, I),
+                                    cuda::expert_ffn_bf16_tiles_workspace_bytes(max_rows, I)});
   auto* ws = device<char>(ws_bytes);
   auto* d_off = device<int32_t>(E + 1);
   fill_bf16<<<4096, 256>>>(w13, size_t(E) * 2 * I * H, 1, 1.f / std::sqrt(float(H)));

@@ -136,8 +136,10 @@ KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream s
 // The same contract at prefill sizes, on Hopper tensor cores (kernels/cuda/expert_ffn_sm90.cu): two persistent
 // grouped GEMMs (TMA + wgmma; tiles of 128 weight rows x up to 256 of one expert's tokens, every expert's in
 // one work list; the SwiGLU fused into the gate/up GEMM's epilogue), sizes read on the device, no host round
-// trip. Same roundings, supported matrix and workspace as expert_ffn_bf16_device (max_rows_per_expert
-// unused); refuses a GPU other than sm_90. Speed against the cuBLAS loop: bench/gpu/NOTES.md.
+// trip. Same roundings and supported matrix as expert_ffn_bf16_device (max_rows_per_expert unused); its own
+// workspace size (act, then the launches' tile counters, which the entry zeroes on the stream); refuses a GPU
+// other than sm_90. Speed against the cuBLAS loop: bench/gpu/NOTES.md.
+size_t expert_ffn_bf16_tiles_workspace_bytes(int64_t max_rows, int64_t inter);
 KernelStatus expert_ffn_bf16_tiles(const ExpertFfnBf16DeviceParams& p, Stream stream);
 
 // Row-wise int8 quantiser (bit-exact with quantize_rows_int8_cpu on the bf16 values):

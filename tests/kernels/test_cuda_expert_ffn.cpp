@@ -358,7 +358,8 @@ void run_bf16_device_case(const Int8Case& ic, double& worst, double& worst_f32,
   x_cap.resize(std::max<int64_t>(cap, 1) * H, 0x7fc1);  // rows past the offsets: NaN, must not reach y
   auto dx_cap = test::to_device(x_cap);
   test::DeviceBuffer dy(std::max<int64_t>(cap, 1) * H * 2);
-  const size_t ws_bytes = cuda::expert_ffn_int8_workspace_bytes(cap, I);
+  const size_t ws_bytes = slack_hints ? cuda::expert_ffn_bf16_tiles_workspace_bytes(cap, I)
+                                      : cuda::expert_ffn_int8_workspace_bytes(cap, I);
   test::DeviceBuffer dws(ws_bytes);
   for (int64_t hint : ic.hints) {
     SCOPED_TRACE(std::string(slack_hints ? "max_rows slack=" : "max_rows_per_expert=") + std::to_string(hint));
@@ -433,6 +434,16 @@ TEST(CudaExpertFfn, Bf16TilesMatchCpuReference) {
   const KernelStatus s = cuda::expert_ffn_bf16_tiles(bad, nullptr);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(std::string(s.error).find("inter"), std::string::npos) << s.error;
+  // The device-sizes kernels' workspace is too small here: the tile counters live after act.
+  test::DeviceBuffer x(64 * 128 * 2), w13(2 * 2 * 64 * 128 * 2), w2(2 * 128 * 64 * 2), y(64 * 128 * 2), off(12);
+  test::DeviceBuffer small(cuda::expert_ffn_int8_workspace_bytes(64, 64));
+  cuda::ExpertFfnBf16DeviceParams p;
+  p.x = x.as<uint16_t>(), p.expert_offsets = off.as<int32_t>(), p.w13 = w13.as<uint16_t>(), p.w2 = w2.as<uint16_t>();
+  p.y = y.as<uint16_t>(), p.max_rows = 64, p.num_experts = 2, p.hidden = 128, p.inter = 64;
+  p.workspace = small.ptr, p.workspace_bytes = cuda::expert_ffn_int8_workspace_bytes(64, 64);
+  const KernelStatus ws = cuda::expert_ffn_bf16_tiles(p, nullptr);
+  EXPECT_FALSE(ws.ok());
+  EXPECT_NE(std::string(ws.error).find("workspace"), std::string::npos) << ws.error;
 }
 
 TEST(CudaExpertFfn, RejectsBadShapesByName) {
