@@ -675,6 +675,33 @@ Expected<std::unique_ptr<CudaModel>> CudaModel::create_random(const ModelConfig&
   return std::unique_ptr<CudaModel>(new CudaModel(std::move(impl)));
 }
 
+size_t CudaModel::slot_state_bytes() const {
+  const Impl& m = *impl_;
+  size_t bytes = 0;
+  for (const auto& layer : m.layers) {
+    if (layer.kind == LayerKind::lightning) bytes += static_cast<size_t>(m.cfg.num_attention_heads * m.dl * m.dl) * 4;
+  }
+  return bytes;
+}
+
+size_t CudaModel::kv_page_bytes(int64_t page_size) const {
+  const Impl& m = *impl_;
+  size_t bytes = 0;
+  for (const auto& layer : m.layers) {
+    if (layer.kind != LayerKind::lightning) {
+      bytes += 2 * static_cast<size_t>(page_size * m.cfg.num_key_value_heads * m.ds) * m.es();
+    }
+  }
+  return bytes;
+}
+
+Expected<std::pair<size_t, size_t>> CudaModel::device_memory() const {
+  FULGUR_CUDA_TRY(cudaSetDevice(impl_->device));
+  size_t free_bytes = 0, total_bytes = 0;
+  FULGUR_CUDA_TRY(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return std::make_pair(free_bytes, total_bytes);
+}
+
 Status CudaModel::allocate_state(int64_t num_slots, int64_t num_blocks, int64_t page_size) {
   Impl& m = *impl_;
   if (num_slots <= 0 || num_blocks <= 0 || page_size <= 0) {

@@ -21,6 +21,7 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "actors/layers/model.h"
@@ -91,6 +92,11 @@ class CudaModel {
   // Device state for up to num_slots sequences (lightning states, zeroed) and num_blocks KV pages of
   // page_size tokens; replaces any earlier state.
   Status allocate_state(int64_t num_slots, int64_t num_blocks, int64_t page_size);
+  // What allocate_state takes: one slot's lightning state over all layers, one KV page of page_size tokens (K
+  // and V over all softmax layers; 0 without any), and the device's free and total bytes now.
+  size_t slot_state_bytes() const;
+  size_t kv_page_bytes(int64_t page_size) const;
+  Expected<std::pair<size_t, size_t>> device_memory() const;
   // Zeroes one lightning state slot (a sequence starts there).
   Status reset_slot(int64_t slot);
 

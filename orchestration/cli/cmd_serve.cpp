@@ -153,7 +153,8 @@ Run add_serve(CLI::App& app) {
                  "Longest prompt + completion accepted (default: the model's max_position_embeddings)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--kv-blocks", a->kv_blocks,
-                 "Softmax KV-cache pages of 16 tokens (default: --max-running full contexts); sequences wait for pages")
+                 "Softmax KV-cache pages of 16 tokens (default: --max-running full contexts; on a GPU, as many as its free "
+                 "memory holds up to that, the default context lowered to what they hold); sequences wait for pages")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--io-threads", a->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
   return [a] { return run_serve(*a); };

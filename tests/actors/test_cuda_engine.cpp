@@ -81,6 +81,23 @@ TEST(CudaEngine, DeviceSamplingEqualsTheCpuSamplerOnTheSameLogits) {
   }
 }
 
+// No --kv-blocks: the pages come from the free memory (orchestration/serving/gpu_memory_plan.h). The test model is
+// tiny, so every slot gets the model's full context; the arithmetic of the capped cases is test_actors'
+// GpuMemoryPlan.*.
+TEST(CudaEngine, KvCacheSizedFromFreeMemory) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  auto model = test::make_test_model(3);
+  EngineOptions eo = small_options();
+  eo.kv_blocks = 0, eo.max_context = 0;
+  auto engine = make_gpu_engine(model, {.dtype = "bf16"}, eo);
+  ASSERT_NE(engine, nullptr);
+  const int64_t max_pos = model->config().max_position_embeddings;
+  const int64_t ctx = max_pos > 0 ? max_pos : 4096;  // resolve_engine_options' default
+  EXPECT_EQ(engine->max_context(), ctx);
+  EXPECT_EQ(engine->stats().kv_blocks_total, eo.state_slots * ((ctx + eo.page_size - 1) / eo.page_size));
+  EXPECT_EQ(engine->stats().state_slots_total, eo.state_slots);
+}
+
 TEST(CudaEngine, BadRequestsAreRefusedAndTopologyNamesTheDevice) {
   FULGUR_SKIP_WITHOUT_GPU();
   auto model = test::make_test_model(3);
