@@ -42,7 +42,8 @@ print("%-18s %10s %10s %10s %10s %12s" % ("decode", "bf16 us", "int8 us", "int8 
 for r in b.get("decode", []):
     o = td.get(r["case"], {})
     print("%-18s %10.1f %10.1f %10.2f %10s %12s" % (
-        r["case"], min(r["bf16_grouped_us"], r["bf16_per_expert_us"]), r["int8_us"], r["int8_weight_TBps"],
+        r["case"], min(r["bf16_grouped_us"], r["bf16_per_expert_us"], r.get("bf16_device_us", 1e30),
+                       r.get("bf16_tiles_us", 1e30)), r["int8_us"], r["int8_weight_TBps"],
         "%.1f" % o["bf16_loop_us"] if "bf16_loop_us" in o else "-",
         "%.1f" % o["int8pack_loop_us"] if "int8pack_loop_us" in o else "-"))
 print("torch int8:", t.get("int8", t.get("error", "?")))
