@@ -32,13 +32,13 @@ Expected<GpuMemoryPlan> plan_gpu_state(size_t free_bytes, size_t total_bytes, si
                       gib(p.reserve_bytes) + " of it kept for the steps: lower --max-running");
   }
   p.max_context = max_context;
-  if (page_bytes == 0) {  // no softmax layer: one placeholder page
-    p.kv_blocks = 1;
+  const int64_t pages_per_seq = (max_context + page_size - 1) / page_size;
+  const int64_t full = pages_per_seq > INT64_MAX / slots ? INT64_MAX : pages_per_seq * slots;
+  if (page_bytes == 0) {  // no softmax layer: the pages cost nothing, so every slot gets the full context
+    p.kv_blocks = full;
     return p;
   }
-  const int64_t pages_per_seq = (max_context + page_size - 1) / page_size;
   const size_t fit = (budget - p.state_bytes) / page_bytes;
-  const int64_t full = pages_per_seq > INT64_MAX / slots ? INT64_MAX : pages_per_seq * slots;
   p.kv_blocks = static_cast<int64_t>(std::min<size_t>(fit, static_cast<size_t>(full)));
   if (p.kv_blocks < 1) {
     return Status(Errc::out_of_memory,

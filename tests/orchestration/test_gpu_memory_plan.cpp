@@ -32,10 +32,12 @@ TEST(GpuMemoryPlan, PagesCappedByFreeMemoryAndContextLowered) {
   EXPECT_LE(p->state_bytes + p->kv_bytes + p->reserve_bytes, 20 * kGiB);
 }
 
-TEST(GpuMemoryPlan, NoSoftmaxLayersNeedOnePlaceholderPage) {
+TEST(GpuMemoryPlan, NoSoftmaxLayersGiveEverySlotTheFullContext) {
+  // The scheduler still counts pages per sequence; with no softmax layer they cost no memory.
   auto p = plan_gpu_state(10 * kGiB, 80 * kGiB, kGiB, 0, 2, 16, 1 << 20);
   ASSERT_TRUE(p.has_value()) << p.error().to_string();
-  EXPECT_EQ(p->kv_blocks, 1);
+  EXPECT_EQ(p->kv_blocks, 2 * ((1 << 20) / 16));
+  EXPECT_EQ(p->kv_bytes, 0u);
   EXPECT_EQ(p->max_context, 1 << 20);
 }
 
