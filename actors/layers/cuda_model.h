@@ -53,8 +53,9 @@ struct CudaModelOptions {
   int64_t bf16_device_sizes_max_rows = 2;
   // bf16 experts (bf16 mode) on a Hopper GPU: above bf16_device_sizes_max_rows and up to this many rows per
   // expert on average, a step runs them through expert_ffn_bf16_tiles (persistent TMA + wgmma grouped GEMMs,
-  // sizes read on the device: no stream sync per layer) instead of the cuBLAS loop. 0 = never; other GPUs
-  // and shapes whose hidden_size or intermediate_size is not a multiple of 64 always use cuBLAS. Measured on
+  // sizes read on the device: no stream sync per layer) instead of the cuBLAS loop. 0 = never; on other GPUs,
+  // and for shapes whose hidden_size or intermediate_size is not a multiple of 64, such steps run on cuBLAS
+  // (the device-sizes kernels above keep their own range). Measured on
   // one H200 (bench/gpu/NOTES.md): one MoE layer at 64 rows per expert 2.73 ms vs cuBLAS 2.97-3.24, at 128
   // rows 3.76 vs 3.26; 8 MiniMax layers, decode B = 64 (4 rows) 17.84 vs 18.92 ms a step: hence 64.
   int64_t bf16_tiles_max_rows = 64;

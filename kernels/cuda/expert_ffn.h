@@ -128,8 +128,8 @@ struct ExpertFfnBf16DeviceParams {
   int64_t num_experts = 0;
   int64_t hidden = 0;
   int64_t inter = 0;
-  void* workspace = nullptr;  // expert_ffn_int8_workspace_bytes(max_rows, inter) bytes
-  size_t workspace_bytes = 0;
+  void* workspace = nullptr;  // expert_ffn_int8_workspace_bytes(max_rows, inter) bytes (expert_ffn_bf16_tiles:
+  size_t workspace_bytes = 0;  // expert_ffn_bf16_tiles_workspace_bytes(max_rows, inter))
 };
 KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream stream);
 
@@ -138,7 +138,9 @@ KernelStatus expert_ffn_bf16_device(const ExpertFfnBf16DeviceParams& p, Stream s
 // one work list; the SwiGLU fused into the gate/up GEMM's epilogue), sizes read on the device, no host round
 // trip. Same roundings and supported matrix as expert_ffn_bf16_device (max_rows_per_expert unused); its own
 // workspace size (act, then the launches' tile counters, which the entry zeroes on the stream); refuses a GPU
-// other than sm_90. Speed against the cuBLAS loop: bench/gpu/NOTES.md.
+// other than sm_90 and a build without sm_90a code. Offsets that go backwards are read as empty experts (an
+// expert starts where the previous one ended at the latest). Which sizes it wins at (the model uses it up to
+// 64 rows per expert): bench/gpu/NOTES.md.
 size_t expert_ffn_bf16_tiles_workspace_bytes(int64_t max_rows, int64_t inter);
 KernelStatus expert_ffn_bf16_tiles(const ExpertFfnBf16DeviceParams& p, Stream stream);
 

@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <set>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/expert_ffn.h"
@@ -226,8 +227,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int w_tiles = kGated ? n_out / 64 : (n_out + kBW - 1) / kBW;
   const int k_blocks = K / kBK;
 
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  __trap();  // compiled for a GPU without wgmma / TMA; the host refuses to launch this image (launch_gemm)
+#else
   for (int e = threadIdx.x; e <= E; e += kThreads) s.row_begin[e] = min(max(offsets[e], 0), max_rows);
+  __syncthreads();
   if (threadIdx.x == 0) {
+    // Offsets that go backwards are read as empty experts, never as rows counted twice: the work list then
+    // covers at most max_rows rows, which the host's segment sizing assumes.
+    for (int e = 1; e <= E; ++e) s.row_begin[e] = max(s.row_begin[e], s.row_begin[e - 1]);
     sm90::prefetch_tensor_map(&map_w);
     sm90::prefetch_tensor_map(&map_t_big);
     sm90::prefetch_tensor_map(&map_t_small);
@@ -290,19 +298,36 @@ __global__ void __launch_bounds__(kThreads, 1)
     const Tile tile = decode_tile(s, t);
     consume_dispatch<kGated>(round_n(tile.tokens), s, stages, pipe, tile, k_blocks, cw, n_out, out);
   }
+#endif
 }
 
 template <bool kGated>
 KernelStatus launch_gemm(const CUtensorMap& w, const CUtensorMap& t_big, const CUtensorMap& t_small,
                          const int32_t* offsets, int E, int max_rows, int K, int n_out, __nv_bfloat16* out, int sms,
                          int* next_tile, Stream stream) {
-  static std::once_flag once;
-  static cudaError_t attr = cudaSuccess;
-  std::call_once(once, [] {
-    attr = cudaFuncSetAttribute(expert_gemm_sm90_kernel<kGated>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                static_cast<int>(kSmemBytes));
-  });
-  if (attr != cudaSuccess) return kernel_error("expert_ffn_bf16_tiles: the kernel's shared memory cannot be set");
+  // The shared-memory opt-in is per device: once for each device this process launches on.
+  static std::mutex mu;
+  static std::set<int> ready;
+  int dev = 0;
+  FULGUR_CUDA_CHECK(cudaGetDevice(&dev));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!ready.count(dev)) {
+      cudaFuncAttributes fa{};
+      FULGUR_CUDA_CHECK(cudaFuncGetAttributes(&fa, expert_gemm_sm90_kernel<kGated>));
+      if (fa.binaryVersion != 90) {
+        return kernel_error(
+            "expert_ffn_bf16_tiles: this build has no sm_90a code for the kernel (build with CMAKE_CUDA_ARCHITECTURES "
+            "including 90a)");
+      }
+      if (cudaFuncSetAttribute(expert_gemm_sm90_kernel<kGated>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(kSmemBytes)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return kernel_error("expert_ffn_bf16_tiles: the kernel's shared memory cannot be set");
+      }
+      ready.insert(dev);
+    }
+  }
   const int64_t w_tiles = kGated ? n_out / 64 : (n_out + kBW - 1) / kBW;
   const int64_t bound = ((int64_t(max_rows) + kBT - 1) / kBT + E) * w_tiles;  // >= the work list's length
   if (bound > INT32_MAX) return kernel_error("expert_ffn_bf16_tiles: too many tiles for one launch (max_rows x hidden)");

@@ -422,6 +422,9 @@ TEST(CudaExpertFfn, Bf16TilesMatchCpuReference) {
       {{1024, 512, {700, 260, 513, 0, 384, 1, 129, 900}, "several-blocks"}, {0}},
       {{128, 128, {17, 32, 33, 64, 65, 96, 97, 200, 224, 225}, "tile-widths"}, {0}},
       {{64, 64, {0, 0}, "all-empty"}, {0, 3}},
+      // 8 experts x 2 chunks x 32 gate/up weight tiles = 512 tiles, > 2 x the SMs: blocks take second and later
+      // tiles from the counter, and their stages carry over from one tile to the next.
+      {{128, 2048, std::vector<int32_t>(8, 300), "many-tiles"}, {0}},
   };
   double worst = 0, worst_f32 = 0;
   for (const Int8Case& c : cases) {
@@ -444,6 +447,38 @@ TEST(CudaExpertFfn, Bf16TilesMatchCpuReference) {
   const KernelStatus ws = cuda::expert_ffn_bf16_tiles(p, nullptr);
   EXPECT_FALSE(ws.ok());
   EXPECT_NE(std::string(ws.error).find("workspace"), std::string::npos) << ws.error;
+}
+
+// Offsets that go backwards are a caller's bug; the tile kernels read them as empty experts (each expert
+// starts where the previous one ended at the latest), so y equals that of the offsets {0, R, R, ..., R}. Here
+// 128 of 256 experts would each claim all R rows: 25 600 chunks, far past what the schedule has room for.
+TEST(CudaExpertFfn, Bf16TilesReadOffsetsThatGoBackwardsAsEmptyExperts) {
+  FULGUR_SKIP_WITHOUT_HOPPER();
+  const int64_t E = 256, H = 64, I = 64, R = 51200;
+  std::vector<int32_t> bad(E + 1), clean(E + 1, static_cast<int32_t>(R));
+  for (int64_t e = 0; e <= E; ++e) bad[e] = e % 2 == 0 ? 0 : static_cast<int32_t>(R);
+  bad[E] = static_cast<int32_t>(R), clean[0] = 0;
+  const Weights w = random_weights(E, H, I, 4242);
+  auto dx = test::to_device(test::to_bf16(test::random_floats(R * H, 4243)));
+  auto dw13 = test::to_device(w.w13);
+  auto dw2 = test::to_device(w.w2);
+  const size_t ws_bytes = cuda::expert_ffn_bf16_tiles_workspace_bytes(R, I);
+  test::DeviceBuffer dws(ws_bytes), dy(R * H * 2);
+  std::vector<uint16_t> y[2];
+  for (int i = 0; i < 2; ++i) {
+    auto doff = test::to_device(i == 0 ? bad : clean);
+    cuda::ExpertFfnBf16DeviceParams p;
+    p.x = dx->as<uint16_t>(), p.expert_offsets = doff->as<int32_t>(), p.w13 = dw13->as<uint16_t>();
+    p.w2 = dw2->as<uint16_t>(), p.y = dy.as<uint16_t>();
+    p.max_rows = R, p.num_experts = E, p.hidden = H, p.inter = I, p.workspace = dws.ptr, p.workspace_bytes = ws_bytes;
+    test::upload(dy, std::vector<uint16_t>(R * H, 0x7fc1));
+    const KernelStatus s = cuda::expert_ffn_bf16_tiles(p, nullptr);
+    ASSERT_TRUE(s.ok()) << s.error;
+    ASSERT_TRUE(cuda::synchronize().ok());
+    y[i].resize(R * H);
+    test::download(y[i], dy);
+  }
+  EXPECT_TRUE(y[0] == y[1]) << "backwards offsets gave another y than the same rows all in expert 0";
 }
 
 TEST(CudaExpertFfn, RejectsBadShapesByName) {
