@@ -27,6 +27,7 @@ struct ServeArgs {
   std::string model_dir, listen = "127.0.0.1:8000", placement, served_model_name, device = "cpu";
   ComputeOptions compute;
   int64_t max_running = 64, max_queued = 256, max_context = 0, kv_blocks = 0;
+  double kv_cache_gib = 0;
   int io_threads = 2;
 };
 
@@ -65,6 +66,10 @@ int run_serve(const ServeArgs& a) {
   auto device = select_device(a.device);
   if (!device) return fail("serve", device.error());
   if (auto st = check_compute_options(*device, a.compute); !st) return fail("serve", st);
+  if (device->kind == DeviceKind::cpu && a.kv_cache_gib > 0) {
+    return fail("serve", Status(Errc::invalid_argument,
+                                "--kv-cache-gib sizes the KV cache of a GPU; on the CPU give --kv-blocks"));
+  }
   if (device->kind != DeviceKind::cpu && !a.placement.empty()) {
     return fail("serve", Status(Errc::invalid_argument,
                                 "--placement spreads the CPU actor pipeline over processes; with --device cuda the "
@@ -111,6 +116,7 @@ int run_serve(const ServeArgs& a) {
     copt.device = device->index;
     copt.dtype = a.compute.dtype;
     copt.int8_experts = a.compute.int8_experts;
+    copt.kv_cache_bytes = static_cast<size_t>(a.kv_cache_gib * double(size_t(1) << 30));
     engine = make_cuda_engine(std::shared_ptr<const Model>(std::move(loaded->model)), eopt, copt);
   }
   if (!engine) return fail("serve", engine.error());
@@ -156,6 +162,9 @@ Run add_serve(CLI::App& app) {
                  "Softmax KV-cache pages of 16 tokens (default: --max-running full contexts; on a GPU, as many as its free "
                  "memory holds up to that, the default context lowered to what they hold); sequences wait for pages")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--kv-cache-gib", a->kv_cache_gib,
+                 "GPU: at most this many GiB of KV-cache pages (default: all the free memory holds); not with --kv-blocks")
+      ->check(CLI::Range(0.0, 1.0e6));
   app.add_option("--io-threads", a->io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
   return [a] { return run_serve(*a); };
 }

@@ -34,21 +34,21 @@ class CudaEngine final : public Engine {
                                                   CudaEngineOptions cuda_options) {
     FULGUR_TRY(check_options(cuda_options));
     FULGUR_ASSIGN_OR_RETURN(EngineOptions opt, resolve_engine_options(model->config(), options));
+    if (options.kv_blocks > 0 && cuda_options.kv_cache_bytes > 0) {
+      return Status(Errc::invalid_argument, "--kv-blocks and --kv-cache-gib both size the KV cache: give one");
+    }
     if (options.kv_blocks <= 0) {
       // No page count asked for: as many as the free memory holds beside the slots, up to every slot at the
       // full context; the context shrinks to what the pages hold when they cannot hold it.
       FULGUR_ASSIGN_OR_RETURN(auto mem, model->device_memory());
-      auto plan = plan_gpu_state(mem.first, mem.second, model->slot_state_bytes(), model->kv_page_bytes(opt.page_size),
-                                 opt.state_slots, opt.page_size, opt.max_context);
+      GpuMemoryAsk ask;
+      ask.free_bytes = mem.first, ask.total_bytes = mem.second;
+      ask.slot_bytes = model->slot_state_bytes(), ask.page_bytes = model->kv_page_bytes(opt.page_size);
+      ask.slots = opt.state_slots, ask.page_size = opt.page_size, ask.max_context = opt.max_context;
+      ask.context_asked = options.max_context > 0;
+      ask.kv_cache_limit = cuda_options.kv_cache_bytes;
+      auto plan = plan_gpu_state(ask);
       if (!plan) return Status(plan.error().code(), "sizing the serving state on the GPU: " + plan.error().message());
-      if (options.max_context > 0 && plan->max_context < opt.max_context) {  // asked for: not lowered behind one's back
-        return Status(Errc::out_of_memory,
-                      "sizing the serving state on the GPU: a context of " + std::to_string(opt.max_context) +
-                          " tokens needs " + std::to_string((opt.max_context + opt.page_size - 1) / opt.page_size) +
-                          " KV pages, the free memory holds " + std::to_string(plan->kv_blocks) +
-                          " beside the state of " + std::to_string(opt.state_slots) +
-                          " sequences: lower --max-context or --max-running");
-      }
       opt.kv_blocks = plan->kv_blocks, opt.max_context = plan->max_context;
     }
     if (Status st = model->allocate_state(opt.state_slots, opt.kv_blocks, opt.page_size); !st.is_ok()) {

@@ -17,6 +17,8 @@ struct CudaEngineOptions {
   int device = 0;
   std::string dtype = "bf16";  // CudaComputeDtype: "bf16" | "f32"
   bool int8_experts = false;
+  size_t kv_cache_bytes = 0;         // KV pages sized from free memory (EngineOptions::kv_blocks 0): at most this
+                                     // many bytes of them; 0 = as many as fit
   size_t scheduler_threads = 2;      // CAF scheduler threads (the model actor has its own thread)
   int64_t step_timeout_ms = 120000;  // a step not back by then fails its requests
   LogitsHook logits_hook;            // debug: logits of every sampled row (they then cross to the host

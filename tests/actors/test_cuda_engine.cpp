@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 
+#include "actors/layers/cuda_model.h"
 #include "kernels/cuda_test_util.h"
 #include "kernels/sampling.h"
 #include "orchestration/serving/cuda_engine.h"
@@ -87,15 +88,58 @@ TEST(CudaEngine, DeviceSamplingEqualsTheCpuSamplerOnTheSameLogits) {
 TEST(CudaEngine, KvCacheSizedFromFreeMemory) {
   FULGUR_SKIP_WITHOUT_GPU();
   auto model = test::make_test_model(3);
+  auto made = CudaModel::create(*model, 0, {.dtype = CudaComputeDtype::bf16});
+  ASSERT_TRUE(made.has_value()) << made.error().to_string();
+  std::shared_ptr<CudaModel> cuda(std::move(made).value());
   EngineOptions eo = small_options();
   eo.kv_blocks = 0, eo.max_context = 0;
-  auto engine = make_gpu_engine(model, {.dtype = "bf16"}, eo);
-  ASSERT_NE(engine, nullptr);
   const int64_t max_pos = model->config().max_position_embeddings;
   const int64_t ctx = max_pos > 0 ? max_pos : 4096;  // resolve_engine_options' default
-  EXPECT_EQ(engine->max_context(), ctx);
-  EXPECT_EQ(engine->stats().kv_blocks_total, eo.state_slots * ((ctx + eo.page_size - 1) / eo.page_size));
-  EXPECT_EQ(engine->stats().state_slots_total, eo.state_slots);
+  const int64_t pages_per_seq = (ctx + eo.page_size - 1) / eo.page_size;
+  const size_t page = cuda->kv_page_bytes(eo.page_size);
+  ASSERT_GT(page, 0u) << "the test model needs a softmax layer for this test";
+  {
+    // The tiny model's pages are small: the free memory holds every slot at the full context.
+    auto engine = make_cuda_engine(cuda, eo, {});
+    ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+    EXPECT_EQ((*engine)->max_context(), ctx);
+    EXPECT_EQ((*engine)->stats().kv_blocks_total, eo.state_slots * pages_per_seq);
+    EXPECT_EQ((*engine)->stats().state_slots_total, eo.state_slots);
+  }
+  // Capped at 10 pages and a half: 10 pages, and the default context drops to one slot's share (one page of 8
+  // slots' 10), so that one request cannot hold the pages the other slots need.
+  CudaEngineOptions capped;
+  capped.kv_cache_bytes = 10 * page + page / 2;
+  ASSERT_LT(10, eo.state_slots * pages_per_seq);
+  {
+    auto engine = make_cuda_engine(cuda, eo, capped);
+    ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+    EXPECT_EQ((*engine)->stats().kv_blocks_total, 10);
+    EXPECT_EQ((*engine)->max_context(), std::max<int64_t>(1, 10 / eo.state_slots) * eo.page_size);
+    // A request longer than that is refused at once, not left waiting.
+    CompletionRequest r;
+    r.prompt = std::vector<int32_t>(static_cast<size_t>((*engine)->max_context() + 1), 1);
+    EXPECT_FALSE((*engine)->submit(r, [](const TokenEvent&) {}).has_value());
+  }
+  // An asked-for context stays while one sequence reaches it, and is an error naming it when none can.
+  EngineOptions asked = eo;
+  asked.max_context = 10 * eo.page_size;
+  {
+    auto engine = make_cuda_engine(cuda, asked, capped);
+    ASSERT_TRUE(engine.has_value()) << engine.error().to_string();
+    EXPECT_EQ((*engine)->max_context(), 10 * eo.page_size);
+  }
+  asked.max_context = 11 * eo.page_size;
+  auto refused = make_cuda_engine(cuda, asked, capped);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), Errc::out_of_memory);
+  EXPECT_NE(refused.error().message().find("--max-context"), std::string::npos) << refused.error().to_string();
+  // --kv-blocks and a byte cap together are refused: two answers to one question.
+  EngineOptions both = eo;
+  both.kv_blocks = 64;
+  auto twice = make_cuda_engine(cuda, both, capped);
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().code(), Errc::invalid_argument);
 }
 
 TEST(CudaEngine, BadRequestsAreRefusedAndTopologyNamesTheDevice) {
