@@ -225,23 +225,25 @@ int main(int argc, char** argv) {
                                              : std::vector<int64_t>{4096, 16384, 65536, 131072};
   bool first_prefill = true;
   for (size_t li = 0; li < lengths.size(); ++li) {
-    for (int64_t rows_per_warp : {16, 32}) {
+    for (int64_t rows_per_warp : {16, 32, 0}) {  // 0: the Hopper kernel (wgmma + TMA)
       const int64_t T = lengths[li];
       Problem p = make_problem(1, T, T, 1);
       auto g = params(p, 0);
       g.prefill_rows_per_warp = rows_per_warp;
+      g.prefill_kernel = rows_per_warp == 0 ? cuda::kPrefillSm90 : cuda::kPrefillMma;
+      const char* kernel = rows_per_warp == 0 ? "sm90" : "mma.sync";
       const int reps = T >= 65536 ? 3 : 10;
       const double ms = time_ms([&](int) { CHECK_KERNEL(cuda::softmax_attention_prefill(g, nullptr)); }, 1, reps);
       const double write_ms = time_ms([&](int) { CHECK_KERNEL(cuda::softmax_kv_cache_write(g, nullptr)); }, 1, reps);
       const unsigned long long bad = nonfinite(p.out, static_cast<size_t>(T) * kH * kD);
       const double flops = 2.0 * 2.0 * double(T) * double(T) / 2.0 * kH * kD;
       const double tflops = flops / (ms * 1e-3) / 1e12;
-      std::fprintf(stderr, "prefill T=%lld rows/warp %lld: %.3f ms (%.1f TFLOP/s), cache write %.3f ms, non-finite %llu\n",
-                   (long long)T, (long long)rows_per_warp, ms, tflops, write_ms, bad);
+      std::fprintf(stderr, "prefill T=%lld %s rows/warp %lld: %.3f ms (%.1f TFLOP/s), cache write %.3f ms, non-finite %llu\n",
+                   (long long)T, kernel, (long long)rows_per_warp, ms, tflops, write_ms, bad);
       std::snprintf(buf, sizeof buf,
-                    "%s    {\"T\": %lld, \"rows_per_warp\": %lld, \"ms\": %.4f, \"tflops\": %.2f, \"cache_write_ms\": %.4f, "
-                    "\"nonfinite\": %llu}",
-                    first_prefill ? "" : ",\n", (long long)T, (long long)rows_per_warp, ms, tflops, write_ms, bad);
+                    "%s    {\"T\": %lld, \"kernel\": \"%s\", \"rows_per_warp\": %lld, \"ms\": %.4f, \"tflops\": %.2f, "
+                    "\"cache_write_ms\": %.4f, \"nonfinite\": %llu}",
+                    first_prefill ? "" : ",\n", (long long)T, kernel, (long long)rows_per_warp, ms, tflops, write_ms, bad);
       first_prefill = false;
       js += buf;
       free_problem(p);

@@ -95,7 +95,8 @@ if [ "$ONLY" = softmax ]; then
   if [ ! -x "$BIN/bench_softmax_attention" ]; then
     mkdir -p "$BIN"
     nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I. bench/gpu/bench_softmax_attention.cu \
-      kernels/cuda/softmax_attention.cu -o "$BIN/bench_softmax_attention" 2>&1 | tee "$OUT/build.log"
+      kernels/cuda/softmax_attention.cu kernels/cuda/softmax_attention_sm90.cu kernels/cuda/tma.cu kernels/cuda/runtime.cu \
+      -o "$BIN/bench_softmax_attention" 2>&1 | tee "$OUT/build.log"
   fi
   test_rc=skipped
   if [ -x "$BIN/test_cuda" ]; then
@@ -120,12 +121,13 @@ def load(name):
 b, t = load("softmax.json"), load("torch_softmax.json")
 print("\n==== softmax attention, %s, copy %.3f TB/s ====" % (b.get("device", "?"), b.get("copy_bandwidth_TBps", float("nan"))))
 tp = {r["T"]: r for r in t.get("prefill", [])}
-print("%-8s %9s %10s %10s %12s %12s %8s" % ("prefill", "rows/warp", "ours ms", "ours TF/s", "torch ms", "torch TF/s", "ratio"))
+print("%-8s %9s %9s %10s %10s %12s %12s %8s" % ("prefill", "kernel", "rows/warp", "ours ms", "ours TF/s", "torch ms",
+      "torch TF/s", "ratio"))
 for r in b.get("prefill", []):
     o = tp.get(r["T"], {})
     ratio = r["tflops"] / o["tflops"] if o.get("tflops") else float("nan")
-    print("%-8d %9s %10.3f %10.1f %12s %12s %8.2f" % (r["T"], r.get("rows_per_warp", "-"), r["ms"], r["tflops"], o.get("ms", "-"),
-          o.get("tflops", "-"), ratio))
+    print("%-8d %9s %9s %10.3f %10.1f %12s %12s %8.2f" % (r["T"], r.get("kernel", "mma.sync"), r.get("rows_per_warp", "-"),
+          r["ms"], r["tflops"], o.get("ms", "-"), o.get("tflops", "-"), ratio))
 td = {(r["batch"], r["context"]): r for r in t.get("decode", [])}
 print("%-6s %-7s %10s %10s %8s %7s %11s %10s" % ("B", "ctx", "ours us", "ours TB/s", "of copy", "splits", "torch us", "torch TB/s"))
 for r in b.get("decode", []):

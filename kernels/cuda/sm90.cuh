@@ -76,6 +76,20 @@ __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
+// Generic-proxy writes to shared memory (st.shared) made visible to the async proxy (wgmma, TMA) reading it.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Barrier `id` (1..15; 0 is __syncthreads) over `threads` threads (a multiple of 32).
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Arrives on barrier `id` without waiting (the producer side of a named-barrier hand-off).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- warpgroup register reallocation -------------------------------------------------------------------
 template <int kRegs>
 __device__ __forceinline__ void regs_dealloc() {
@@ -91,6 +105,15 @@ __device__ __forceinline__ void regs_alloc() {
 __device__ __forceinline__ uint64_t desc_k128(const void* tile) {
   const uint64_t addr = smem_u32(tile);
   return ((addr & 0x3FFFFu) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+// Descriptor of an MN-major bf16 operand (its N dimension contiguous; wgmma with the transpose flag), written
+// by TMA with 128-byte swizzle as chunks of [K rows x 64 N] at `chunk_bytes` from each other: rows of one
+// chunk 128 bytes apart, 8-row groups 1024 bytes apart (SBO), N chunks of 64 at chunk_bytes (LBO). A k-step of
+// 16 rows advances the start address by 2048 bytes.
+__device__ __forceinline__ uint64_t desc_mn128(const void* tile, uint32_t chunk_bytes) {
+  const uint64_t addr = smem_u32(tile);
+  return ((addr & 0x3FFFFu) >> 4) | (uint64_t((chunk_bytes >> 4) & 0x3FFFu) << 16) | (uint64_t(1024 >> 4) << 32) |
+         (uint64_t(1) << 62);
 }
 // The same tile advanced by k elements along K (k a multiple of 16, < 64).
 __device__ __forceinline__ uint64_t desc_advance_k(uint64_t desc, int k) { return desc + uint64_t((k * 2) >> 4); }

@@ -9,12 +9,15 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/softmax_attention.h"
+#include "kernels/cuda/softmax_common.cuh"
 
 namespace fulgur::kernels::cuda {
 
 namespace {
 
 using bf16 = __nv_bfloat16;
+using softmax_detail::find_tile;
+using softmax_detail::rope_cos_sin;
 
 // ---- compile-time shape of the attention kernel ---------------------------------------------------
 // kWarps warps, each owning 16 kMTiles rows (a row = one (query token, q head) pair of the kv head's group).
@@ -69,44 +72,6 @@ struct AttnArgs {
   float* part_ml;     // split: [num_tokens, H, num_splits, 2] (running max in log2 units, sum)
   int num_splits;
 };
-
-// cos and sin of pos * inv_freq: the angle in double (as the CPU reference), reduced to [-pi, pi]
-// in double, then single-precision sincos on the small remainder.
-__device__ __forceinline__ void rope_cos_sin(int pos, double inv_freq, float& c, float& s) {
-  constexpr double kTwoPi = 6.283185307179586476925286766559;
-  const double angle = static_cast<double>(pos) * inv_freq;
-  const double turns = rint(angle * (1.0 / kTwoPi));
-  const float r = static_cast<float>(fma(-turns, kTwoPi, angle));
-  sincosf(r, &s, &c);
-}
-
-// Tiles of kRows flat rows per sequence: ceil(n_b * group / kRows). Finds the (sequence, tile) of
-// work item `item` by a warp-wide scan over cu_seqlens; every lane returns the same answer.
-__device__ bool find_tile(const int32_t* __restrict__ cu, int num_seqs, int group, int rows, int item, int& seq,
-                          int& tile) {
-  const int lane = threadIdx.x % 32;
-  int base = 0;
-  for (int b0 = 0; b0 < num_seqs; b0 += 32) {
-    const int b = b0 + lane;
-    int n = 0;
-    if (b < num_seqs) n = static_cast<int>((static_cast<int64_t>(cu[b + 1] - cu[b]) * group + rows - 1) / rows);
-    int incl = n;
-    for (int off = 1; off < 32; off *= 2) {
-      const int x = __shfl_up_sync(0xffffffffu, incl, off);
-      if (lane >= off) incl += x;
-    }
-    const int excl = incl - n;
-    const unsigned hit = __ballot_sync(0xffffffffu, n > 0 && item >= base + excl && item < base + incl);
-    if (hit) {
-      const int src = __ffs(hit) - 1;
-      seq = b0 + src;
-      tile = item - base - __shfl_sync(0xffffffffu, excl, src);
-      return true;
-    }
-    base += __shfl_sync(0xffffffffu, incl, 31);
-  }
-  return false;
-}
 
 // grid (work items, KV, splits). Work item = (sequence, tile of kRows flat rows); items run in
 // reverse so the longest causal tiles of a sequence start first. kSplit: keys of the row tile's
@@ -592,7 +557,18 @@ KernelStatus softmax_kv_cache_write(const SoftmaxAttentionCudaParams& p, Stream 
 KernelStatus softmax_attention_prefill(const SoftmaxAttentionCudaParams& p, Stream stream) {
   if (auto st = validate(p, false); !st.ok()) return st;
   if (p.num_seqs == 0 || p.num_tokens == 0) return kernel_ok();
+  if (p.prefill_kernel < kPrefillAuto || p.prefill_kernel > kPrefillSm90 ||
+      (p.prefill_kernel == kPrefillSm90 && p.prefill_rows_per_warp != 0)) {
+    return kernel_error("softmax attention prefill (cuda): prefill_kernel must be 0, 1 or 2 (2 without prefill_rows_per_warp)");
+  }
+  const bool sm90 = p.prefill_kernel == kPrefillSm90 ||
+                    (p.prefill_kernel == kPrefillAuto && p.prefill_rows_per_warp == 0 &&
+                     softmax_detail::prefill_sm90_supported(p));
+  if (p.prefill_kernel == kPrefillSm90 && !softmax_detail::prefill_sm90_supported(p)) {
+    return softmax_detail::prefill_sm90(p, stream);  // the error naming what it needs
+  }
   if (auto st = launch_cache_write(p, stream); !st.ok()) return st;
+  if (sm90) return softmax_detail::prefill_sm90(p, stream);
   const AttnArgs a = make_args(p);
   const int64_t group = p.num_heads / p.num_kv_heads;
   const int64_t rows_per_warp = p.prefill_rows_per_warp == 0 ? kPrefillRowsPerWarp : p.prefill_rows_per_warp;

@@ -4,7 +4,8 @@
 //
 // Both entries run, on one stream:
 //   1. cache write: RoPE on the new tokens' k (fp32 math, rounded to bf16) -> k_cache[slot], v -> v_cache[slot].
-//   2. attention (flash style, mma.sync m16n8k16 bf16, fp32 accumulation and online softmax): a block
+//   2. attention (flash style, mma.sync m16n8k16 bf16, fp32 accumulation and online softmax; on Hopper the
+//      prefill runs the wgmma + TMA kernel of softmax_attention_sm90.cu instead, same rows and math): a block
 //      owns 128 "rows" (prefill; decode 64), each a (query token, q head) pair of one kv head's group,
 //      so one K/V tile serves every q head of the group (GQA packed into M). The block loads its q rows once,
 //      applies RoPE to them in shared memory (positions per token), then streams 64-key tiles of the
@@ -68,9 +69,16 @@ struct SoftmaxAttentionCudaParams {
   // Prefill: q rows per warp, 16 (8 warps, Q fragments in registers) or 32 (4 warps x 2 m16 tiles,
   // each K/V fragment feeds two mma); 0 = the default. Tuning only.
   int64_t prefill_rows_per_warp = 0;
+  // Prefill kernel: kPrefillAuto = the Hopper one (wgmma + TMA, softmax_attention_sm90.cu) where it applies
+  // (head_dim 128, a q-head group dividing 128, rotary_dim a multiple of 32, page_size a multiple of 16, an
+  // sm_90a GPU and build), else mma.sync; kPrefillMma: mma.sync (prefill_rows_per_warp > 0 implies it);
+  // kPrefillSm90: the Hopper one, an error where it does not apply. The same semantics and roundings.
+  int64_t prefill_kernel = 0;
   void* workspace = nullptr;  // decode: softmax_decode_workspace_bytes(*this) bytes; prefill: none
   size_t workspace_bytes = 0;
 };
+
+inline constexpr int64_t kPrefillAuto = 0, kPrefillMma = 1, kPrefillSm90 = 2;
 
 // Writes roped k and v of the new tokens into the cache (step 1 alone).
 KernelStatus softmax_kv_cache_write(const SoftmaxAttentionCudaParams& p, Stream stream);

@@ -71,6 +71,7 @@ struct Session {
   std::unique_ptr<DeviceBuffer> dk, dv, dtable;     // GPU, bf16
   uint64_t seed;
   int64_t rows_per_warp = 0;  // prefill variant (0 = default, 16, 32)
+  int64_t prefill_kernel = 0;  // cuda::kPrefillAuto / kPrefillMma / kPrefillSm90
 
   Session(int64_t H_, int64_t KV_, int64_t D_, int64_t rot_, int64_t page_, int64_t seqs, int64_t max_len, uint64_t seed_)
       : H(H_), KV(KV_), D(D_), rot(rot_), page(page_), num_seqs(seqs), seed(seed_) {
@@ -156,6 +157,7 @@ struct Session {
     g.rotary_dim = rot, g.theta = kTheta, g.scale = static_cast<float>(1.0 / std::sqrt(double(D)));
     g.out = dout.as<uint16_t>(), g.max_context = max_ctx, g.num_splits = num_splits;
     g.prefill_rows_per_warp = rows_per_warp;
+    g.prefill_kernel = decode ? 0 : prefill_kernel;
     std::unique_ptr<DeviceBuffer> dws;
     if (decode) {
       g.workspace_bytes = cuda::softmax_decode_workspace_bytes(g);
@@ -285,6 +287,56 @@ TEST(CudaSoftmaxAttention, PrefillVariantsByRowsPerWarp) {
   }
   std::printf("[softmax] worst rel_l2 so far: out %.3e (tol %.1e), k cache %.3e (tol %.1e)\n", g_worst_out, kTolOut,
               g_worst_cache, kTolCache);
+}
+
+// The Hopper prefill (wgmma + TMA, softmax_attention_sm90.cu) by name over its hostile shapes: lengths around
+// its 16-key boxes and 128-key tiles (the last box reaches past the context into NaN-poisoned slots), every
+// q-head group it takes (1 .. 128 heads per kv head, so 128 .. 1 tokens per block), rotary 0 / 64 / 128, pages
+// of 16 / 48 (boxes cross pages unevenly) / 64, packed varlen with empty and 1-token sequences, chunked
+// prefill, and shapes it refuses by name. The default (auto) runs it for head_dim 128 in the tests above.
+TEST(CudaSoftmaxAttention, HopperPrefillByName) {
+  FULGUR_SKIP_WITHOUT_HOPPER();
+  for (int32_t T : {1, 15, 16, 17, 127, 128, 129, 255, 256, 257, 1000, 2100}) {
+    Session s(64, 8, 128, 64, 16, 1, T, 7000 + T);  // MiniMax: GQA 8, rotary 64
+    s.prefill_kernel = cuda::kPrefillSm90;
+    s.step({T}, false, 0, "sm90 single MiniMax");
+  }
+  struct G {
+    int64_t H, KV, rot, page;
+    const char* what;
+  };
+  for (const G g : {G{4, 4, 128, 16, "sm90 MHA rot=D"}, G{8, 2, 0, 48, "sm90 GQA4 rot=0 page 48"},
+                    G{32, 1, 64, 64, "sm90 group 32"}, G{128, 1, 128, 32, "sm90 group 128"}}) {
+    Session s(g.H, g.KV, 128, g.rot, g.page, 2, 400, 7100 + g.H + g.page);
+    s.prefill_kernel = cuda::kPrefillSm90;
+    s.step({257, 143}, false, 0, g.what);
+    s.step({1, 1}, true, 0, std::string(g.what) + " then decode");
+  }
+  Session v(16, 2, 128, 64, 16, 6, 300, 7200);
+  v.prefill_kernel = cuda::kPrefillSm90;
+  v.step({65, 1, 300, 0, 128, 257}, false, 0, "sm90 varlen with 1 and 0");
+  for (int64_t page : {16, 64}) {
+    Session s(64, 8, 128, 64, page, 3, 520, 7300 + page);
+    s.prefill_kernel = cuda::kPrefillSm90;
+    s.step({1, 255, 256}, false, 0, "sm90 chunk 1");
+    s.step({256, 1, 1}, false, 0, "sm90 chunk 2");
+    s.step({0, 257, 255}, false, 0, "sm90 chunk 3");
+    s.step({1, 1, 1}, true, 0, "decode after sm90 chunks");
+  }
+  std::printf("[softmax] worst rel_l2 so far: out %.3e (tol %.1e), k cache %.3e (tol %.1e)\n", g_worst_out, kTolOut,
+              g_worst_cache, kTolCache);
+  // Shapes it does not take are refused by name (the default falls back to mma.sync for them).
+  cuda::SoftmaxAttentionCudaParams p;
+  p.num_heads = 8, p.num_kv_heads = 2, p.head_dim = 64, p.rotary_dim = 32, p.page_size = 16, p.num_blocks = 4;
+  p.max_blocks_per_seq = 1, p.num_tokens = 1, p.num_seqs = 1, p.scale = 0.125f, p.theta = 1e4;
+  DeviceBuffer any(4096);
+  p.q = p.k = p.v = any.as<uint16_t>(), p.q_token_stride = p.kv_token_stride = 8 * 64;
+  p.positions = any.as<int32_t>(), p.slot_mapping = any.as<int64_t>(), p.k_cache = p.v_cache = any.as<uint16_t>();
+  p.block_tables = p.cu_seqlens_q = p.context_lens = any.as<int32_t>(), p.out = any.as<uint16_t>();
+  p.prefill_kernel = cuda::kPrefillSm90;
+  const KernelStatus st = cuda::softmax_attention_prefill(p, nullptr);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.error).find("head_dim 128"), std::string::npos) << st.error;
 }
 
 TEST(CudaSoftmaxAttention, RejectsBadShapes) {
