@@ -120,6 +120,7 @@ struct CudaModel::Impl {
   int expert_streams = 0;  // CudaModelOptions::expert_streams
   int64_t bf16_device_sizes_max_rows = 0;  // CudaModelOptions::bf16_device_sizes_max_rows
   int64_t bf16_tiles_max_rows = 0;         // CudaModelOptions::bf16_tiles_max_rows, 0 off sm_90
+  int64_t softmax_prefill_kernel = 0;      // CudaModelOptions::softmax_prefill_kernel
   CudaExpertPaths expert_paths;
   // Side streams of the expert FFN (kernels/cuda/expert_ffn.h), each with its cuBLAS handle and event.
   std::vector<cuda::CudaStream> side_streams;
@@ -430,6 +431,7 @@ Status CudaModel::Impl::softmax(int64_t l, const void* h, const BatchLayout& b, 
       p.workspace = ws.data(), p.workspace_bytes = ws.bytes();
       FULGUR_TRY(kernel_status(kc::softmax_attention_decode(p, s()), where));
     } else {
+      p.prefill_kernel = softmax_prefill_kernel;
       FULGUR_TRY(kernel_status(kc::softmax_attention_prefill(p, s()), where));
     }
   }
@@ -644,6 +646,10 @@ Expected<std::unique_ptr<CudaModel::Impl>> CudaModel::make_impl(const ModelConfi
   impl->bf16_device_sizes_max_rows = opt.bf16_device_sizes_max_rows;
   if (opt.bf16_tiles_max_rows < 0) return Status(Errc::invalid_argument, "bf16_tiles_max_rows must be >= 0");
   impl->bf16_tiles_max_rows = kc::device_major() == 9 ? opt.bf16_tiles_max_rows : 0;  // the tile kernels need sm_90
+  if (opt.softmax_prefill_kernel < kc::kPrefillAuto || opt.softmax_prefill_kernel > kc::kPrefillSm90) {
+    return Status(Errc::invalid_argument, "softmax_prefill_kernel must be 0 (auto), 1 (mma.sync) or 2 (Hopper)");
+  }
+  impl->softmax_prefill_kernel = opt.softmax_prefill_kernel;
   const int sides = impl->f32 ? 0 : (opt.expert_streams == 0 ? 4 : opt.expert_streams) - 1;  // f32: one stream
   FULGUR_ASSIGN_OR_RETURN(impl->fork, cuda::CudaEvent::create());
   for (int i = 0; i < sides; ++i) {

@@ -59,6 +59,9 @@ struct CudaModelOptions {
   // one H200 (bench/gpu/NOTES.md): one MoE layer at 64 rows per expert 2.73 ms vs cuBLAS 2.97-3.24, at 128
   // rows 3.76 vs 3.26; 8 MiniMax layers, decode B = 64 (4 rows) 17.84 vs 18.92 ms a step: hence 64.
   int64_t bf16_tiles_max_rows = 64;
+  // Softmax prefill kernel (kernels/cuda/softmax_attention.h prefill_kernel): 0 = the Hopper (wgmma + TMA) one
+  // where it applies, else mma.sync; 1 = mma.sync; 2 = Hopper (a step whose shapes it does not take fails).
+  int64_t softmax_prefill_kernel = 0;
 };
 
 // How many MoE layer calls took each expert path (CudaModel::expert_paths): which kernels a step really ran.

@@ -11,7 +11,8 @@
 //
 // --experts names the variants run one after another (one model at a time on the device): bf16 (the defaults:
 // decode-size experts through the device-sizes kernels, up to 64 rows per expert the sm_90 tiles, cuBLAS above),
-// bf16-cublas (cuBLAS at every size), bf16-tiles (the sm_90 tiles at every size above decode), int8 (weight-only experts).
+// bf16-cublas (cuBLAS at every size), bf16-tiles (the sm_90 tiles at every size above decode), int8 (weight-only experts),
+// bf16-mma-attn (the default experts, softmax prefill on the mma.sync kernel instead of the Hopper one).
 //
 //   bench_cuda_model [--layers 0,0,0,1] [--experts bf16,bf16-cublas,int8] [--quick] [--decode-only] [--json FILE]
 #include <algorithm>
@@ -58,6 +59,7 @@ std::string run_model(const ModelConfig& cfg, const std::string& layers, const s
   opt.int8_experts = variant == "int8";
   if (variant == "bf16-cublas") opt.bf16_device_sizes_max_rows = 0, opt.bf16_tiles_max_rows = 0;
   if (variant == "bf16-tiles") opt.bf16_tiles_max_rows = int64_t(1) << 30;
+  if (variant == "bf16-mma-attn") opt.softmax_prefill_kernel = 1;  // softmax prefill on mma.sync, not wgmma
   auto model = CudaModel::create_random(cfg, 0, opt, 1234);
   if (!model) check(model.error(), "create_random");
   std::printf("\nmodel: layers [%s], %s experts, %.1f GB of weights on the device, made in %.1f s\n", layers.c_str(),
@@ -139,8 +141,10 @@ int main(int argc, char** argv) {
   for (size_t at = rest.find(','); at != std::string::npos; rest = rest.substr(at + 1), at = rest.find(',')) {
     const std::string variant = rest.substr(0, at);
     if (variant.empty()) continue;
-    if (variant != "bf16" && variant != "bf16-cublas" && variant != "bf16-tiles" && variant != "int8") {
-      std::fprintf(stderr, "--experts: unknown variant '%s' (bf16, bf16-cublas, bf16-tiles, int8)\n", variant.c_str());
+    if (variant != "bf16" && variant != "bf16-cublas" && variant != "bf16-tiles" && variant != "int8" &&
+        variant != "bf16-mma-attn") {
+      std::fprintf(stderr, "--experts: unknown variant '%s' (bf16, bf16-cublas, bf16-tiles, int8, bf16-mma-attn)\n",
+                   variant.c_str());
       return 1;
     }
     json += ",\n" + run_model(*cfg, layers, variant, quick, decode_only);

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -490,6 +491,42 @@ TEST(CudaModel, Bf16DeviceSizeExpertsTrackCublasExperts) {
     EXPECT_EQ(after.device_sizes, before.device_sizes);
     EXPECT_GT(cublas_after.cublas, cublas_before.cublas);
     EXPECT_EQ(cublas_after.tiles, cublas_before.tiles);
+  }
+}
+
+// The Hopper softmax prefill (wgmma + TMA) inside the model: head_dim 128 takes it by default; the same weights
+// with the mma.sync kernel must give the same logits to bf16 noise (whole prompt, chunks of 33, decode after).
+TEST(CudaModel, HopperSoftmaxPrefillTracksMmaSync) {
+  FULGUR_SKIP_WITHOUT_GPU();
+  auto cfg = parse_model_config(R"({"model_type": "minimax_text_01", "hidden_size": 256, "num_hidden_layers": 3,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128, "rotary_dim": 64, "rope_theta": 10000.0,
+      "vocab_size": 512, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 128,
+      "attn_type_list": [1, 0, 1], "postnorm": true, "rms_norm_eps": 1e-5,
+      "layernorm_full_attention_alpha": 2.45, "layernorm_full_attention_beta": 1.0,
+      "layernorm_linear_attention_alpha": 2.45, "layernorm_linear_attention_beta": 1.0,
+      "layernorm_mlp_alpha": 2.45, "layernorm_mlp_beta": 1.0, "max_position_embeddings": 4096,
+      "block_size": 64, "tie_word_embeddings": false, "shared_intermediate_size": 0})");
+  ASSERT_TRUE(cfg.has_value()) << cfg.error().to_string();
+  EXPECT_FALSE(CudaModel::create_random(*cfg, 0, {.softmax_prefill_kernel = 3}, 9).has_value());
+  if (kernels::cuda::device_major() != 9) {
+    std::printf("[cuda model] not a Hopper GPU: the sm_90 softmax prefill is not compared\n");
+    return;
+  }
+  auto mma = CudaModel::create_random(*cfg, 0, {.softmax_prefill_kernel = 1}, 9);
+  auto sm90 = CudaModel::create_random(*cfg, 0, {.softmax_prefill_kernel = 2}, 9);
+  ASSERT_TRUE(mma.has_value()) << mma.error().to_string();
+  ASSERT_TRUE(sm90.has_value()) << sm90.error().to_string();
+  std::vector<int32_t> tokens(300);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 197 + 3) % 512);
+  for (const ForwardOptions& m : {ForwardOptions{}, ForwardOptions{.chunk_size = 33}, ForwardOptions{.decode_from = 250}}) {
+    auto a = forward_all_logits_cuda(**mma, tokens, m);
+    auto b = forward_all_logits_cuda(**sm90, tokens, m);
+    ASSERT_TRUE(a.has_value() && b.has_value()) << (b ? (a ? "" : a.error().to_string()) : b.error().to_string());
+    const double err = test::rel_l2(values(*b), values(*a));
+    std::printf("[cuda model] softmax prefill, Hopper vs mma.sync (chunk %lld, decode_from %lld): logits rel_l2 %.3e\n",
+                static_cast<long long>(m.chunk_size), static_cast<long long>(m.decode_from), err);
+    EXPECT_LT(err, 1e-2);
+    for (float x : values(*b)) ASSERT_TRUE(std::isfinite(x));
   }
 }
 
