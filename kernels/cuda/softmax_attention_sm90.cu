@@ -28,6 +28,7 @@
 #include <set>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/sm90.cuh"
 #include "kernels/cuda/softmax_common.cuh"
 #include "kernels/cuda/tma.h"
@@ -92,11 +93,6 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
 // RoPE on the thread's Q pairs raw[row half][k-step][column half] (bf16x2 at column kk 16 + hc 8 + 2 c4) into
 // wgmma A fragments; kH16 = rotary_dim / 32 (the partner of k-step kk is kk +- kH16). Angles from the block's
 // table (token qtok) or, where it did not fit, from inv_freq at position qp.
@@ -131,7 +127,7 @@ __device__ __forceinline__ void rope_q(const uint32_t (&raw)[2][kD / 16][2], uin
               }
               y[e] = lo ? x[e] * cs - p[e] * sn : x[e] * cs + p[e] * sn;
             }
-            v = pack_bf16(y[0], y[1]);
+            v = mma::pack_bf16(y[0], y[1]);
           }
         }
         qa[kk][hr + 2 * hc] = v;
@@ -354,8 +350,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const float p2 = ex2(fmaf(sc[4 * jj + 2], a.scale_log2, -base1));
       const float p3 = ex2(fmaf(sc[4 * jj + 3], a.scale_log2, -base1));
       sum0 += p0 + p1, sum1 += p2 + p3;
-      pa[jj / 2][(jj % 2) * 2] = pack_bf16(p0, p1);
-      pa[jj / 2][(jj % 2) * 2 + 1] = pack_bf16(p2, p3);
+      pa[jj / 2][(jj % 2) * 2] = mma::pack_bf16(p0, p1);
+      pa[jj / 2][(jj % 2) * 2 + 1] = mma::pack_bf16(p2, p3);
     }
     l[0] = l[0] * alpha0 + sum0, l[1] = l[1] * alpha1 + sum1;
 #pragma unroll
@@ -453,7 +449,6 @@ KernelStatus prefill_sm90(const SoftmaxAttentionCudaParams& p, cudaStream_t stre
     return kernel_error("softmax attention prefill (cuda): the Hopper kernel needs head_dim 128, a q-head group "
                         "dividing 128, rotary_dim a multiple of 32, page_size a multiple of 16 and an sm_90a GPU");
   }
-  if (auto st = ready_on_device(); !st.ok()) return st;
   CUtensorMap map_k, map_v;
   const uint64_t dims[3] = {uint64_t(kD), uint64_t(p.num_kv_heads), uint64_t(p.num_blocks * p.page_size)};
   const uint64_t strides[2] = {uint64_t(kD) * 2, uint64_t(p.num_kv_heads) * kD * 2};
